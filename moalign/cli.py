@@ -1,0 +1,126 @@
+"""`moalign` command line: a thin layer over the Python API. Bad input exits 2 with one line."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from moalign.errors import MoalignError
+
+
+def _cmd_objectives(args) -> int:
+    from moalign.registry import get_objective_class, get_objective_names
+
+    for name in get_objective_names():
+        cls = get_objective_class(name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name:22s} {cls.direction:9s} {doc}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from moalign.config import apply_overrides
+    from moalign.data import load_samples, write_table
+    from moalign.errors import ConfigError
+    from moalign.scoring import score, summarize
+
+    names = [n.strip() for n in args.objectives.split(",") if n.strip()]
+    spec = {name: {} for name in names}
+    for item in args.set:
+        if item.split(".", 1)[0] not in spec:
+            raise ConfigError(f"--set {item!r}: {item.split('.', 1)[0]!r} is not one of --objectives")
+    apply_overrides(spec, args.set)
+    samples = load_samples(args.data)
+    scores = score(samples, spec, progress=not args.quiet)
+    if args.out:
+        frame = scores.copy()
+        for field in ("prompt", "completion"):
+            frame.insert(len(frame.columns) - len(scores.columns), field, [s.get(field) or "" for s in samples])
+        write_table(frame, args.out)
+    print(summarize(scores).to_string(float_format=lambda v: f"{v:.4f}"))
+    if args.out:
+        print(f"wrote {len(scores)} rows to {args.out}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from moalign.rl.cli import run_train
+
+    return run_train(args)
+
+
+def _cmd_run(args) -> int:
+    from moalign.pipeline import run_pipeline_file
+
+    run_pipeline_file(args.pipeline, args.set)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from reports.build import build_report
+
+    runs = [r for r in (args.runs or "").split(",") if r]
+    paths = build_report(args.experiment, args.out, run_ids=runs or None, tracking_uri=args.tracking_uri)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_ui(args) -> int:
+    from moalign.tracking import launch_ui
+
+    return launch_ui(args.host, args.port, args.tracking_uri)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moalign", description="Multi-objective alignment of language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("objectives", help="list registered objectives")
+    p.set_defaults(func=_cmd_objectives)
+
+    p = sub.add_parser("evaluate", help="score a JSONL/CSV file of samples with objectives")
+    p.add_argument("--data", required=True, help="JSONL or CSV with prompt, completion, references/reference, source")
+    p.add_argument("--objectives", required=True, help="comma-separated objective names")
+    p.add_argument("--set", action="append", default=[], metavar="OBJ.KEY=VALUE", help="objective parameter")
+    p.add_argument("--out", help="per-sample scores, .csv or .parquet")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("train", help="RL fine-tuning under a scalarized multi-objective reward")
+    p.add_argument("--config", help="YAML training config")
+    p.add_argument("--weights", help="comma-separated weights, one per reward objective")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue an MLflow run from its last checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("run", help="run a pipeline YAML: data -> search -> report")
+    p.add_argument("pipeline")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="pipeline override")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="HTML and Markdown report of searches in an MLflow experiment")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--runs", help="comma-separated parent run ids (default: every search in the experiment)")
+    p.add_argument("--out", default="moalign-report")
+    p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on the project's store")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    p.set_defaults(func=_cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MoalignError as exc:
+        print(f"moalign: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

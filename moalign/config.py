@@ -1,0 +1,93 @@
+"""Dataclass configs from YAML and `--set key=value` overrides; unknown keys are errors.
+
+Every component has a dataclass with defaults and validation in `__post_init__`; this module maps
+nested dicts onto them, naming the full key path (and the file) of whatever is wrong.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from moalign.errors import ConfigError, MoalignError
+
+
+def load_yaml(path: str | Path) -> dict:
+    """A YAML mapping from `path`; syntax errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise MoalignError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise MoalignError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise MoalignError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    """Set dotted keys from `key=value` strings; values are parsed as YAML (numbers, lists...).
+
+    >>> apply_overrides({"train": {"lr": 1e-4}}, ["train.lr=2e-4", "seed=3"])
+    {'train': {'lr': 0.0002}, 'seed': 3}
+    """
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _is_dataclass_type(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def from_dict(cls, data: dict | None, where: str = ""):
+    """Build dataclass `cls` from `data`, recursing into dataclass-typed fields.
+
+    Unknown keys raise ConfigError naming the key path, e.g. ``train.lerning_rate``.
+    """
+    data = dict(data or {})
+    prefix = f"{where}." if where else ""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints.get(name)
+        if _is_dataclass_type(tp) and (value is None or isinstance(value, dict)):
+            value = from_dict(tp, value, f"{prefix}{name}")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{prefix}{exc}" if prefix and not str(exc).startswith(prefix) else str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from None
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)

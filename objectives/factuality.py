@@ -1,0 +1,69 @@
+"""Factual consistency of a completion with its source, judged by an NLI model (SummaC-ZS)."""
+from __future__ import annotations
+
+import numpy as np
+
+from moalign.errors import ConfigError
+from moalign.objective import MAXIMIZE, Batch, Objective
+from moalign.text import split_sentences
+
+
+class Factuality(Objective):
+    """SummaC-ZS: for each completion sentence, the best support over source chunks, averaged.
+
+    Support is P(entailment) - P(contradiction) (`mode="e-c"`, in [-1, 1]) or P(entailment)
+    (`mode="e"`, in [0, 1]). Labels are found by name in the checkpoint's `config.id2label`,
+    because label orders differ between NLI checkpoints. Empty completions score 0.
+    """
+
+    name = "factuality"
+    direction = MAXIMIZE
+    requires = ("source",)
+
+    def __init__(self, model: str = "cross-encoder/nli-deberta-v3-xsmall", mode: str = "e-c",
+                 chunk_sentences: int = 1, batch_size: int = 32, max_length: int | None = None,
+                 device: str | None = None):
+        if mode not in ("e-c", "e"):
+            raise ConfigError(f"objective 'factuality': mode must be 'e-c' or 'e', got {mode!r}")
+        if int(chunk_sentences) < 1:
+            raise ConfigError("objective 'factuality': chunk_sentences must be >= 1")
+        self.model = model
+        self.mode = mode
+        self.chunk_sentences = int(chunk_sentences)
+        self.batch_size = int(batch_size)
+        self.max_length = max_length
+        self.device = device
+
+    def _chunks(self, source: str) -> list[str]:
+        sentences = split_sentences(source) or [source]
+        k = self.chunk_sentences
+        return [" ".join(sentences[i : i + k]) for i in range(0, len(sentences), k)]
+
+    def _score(self, batch: Batch) -> np.ndarray:
+        from moalign.classifiers import label_index, load_classifier, predict_probs
+
+        model, tokenizer = load_classifier(self.model, self.device)
+        entail = label_index(model.config, "entail", self.model)
+        contradict = label_index(model.config, "contradict", self.model)
+        # Flatten every (source chunk, completion sentence) pair of the batch into one NLI run.
+        premises, hypotheses, owner = [], [], []  # owner: (sample, sentence) of each pair
+        for i, (source, completion) in enumerate(zip(batch.sources, batch.completions)):
+            chunks = self._chunks(source)
+            for j, sentence in enumerate(split_sentences(completion)):
+                premises += chunks
+                hypotheses += [sentence] * len(chunks)
+                owner += [(i, j)] * len(chunks)
+        values = np.zeros(len(batch))
+        if not premises:
+            return values
+        probs = predict_probs(model, tokenizer, premises, hypotheses, self.batch_size, self.max_length)
+        support = probs[:, entail] - (probs[:, contradict] if self.mode == "e-c" else 0.0)
+        best: dict[tuple[int, int], float] = {}
+        for key, value in zip(owner, support):
+            best[key] = max(best.get(key, -np.inf), float(value))
+        per_sample: dict[int, list[float]] = {}
+        for (sample, _), value in best.items():
+            per_sample.setdefault(sample, []).append(value)
+        for sample, sentence_scores in per_sample.items():
+            values[sample] = np.mean(sentence_scores)
+        return values

@@ -1,0 +1,58 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tiny import make_tiny_llama, make_tiny_nli  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> str:
+    return str(make_tiny_llama(tmp_path_factory.mktemp("tiny_llama")))
+
+
+@pytest.fixture(scope="session")
+def tiny_nli(tmp_path_factory) -> str:
+    return str(make_tiny_nli(tmp_path_factory.mktemp("tiny_nli")))
+
+
+@pytest.fixture(scope="session")
+def word_overlap_module(tmp_path_factory) -> str:
+    """A local HF evaluate module: per-sample share of prediction words found in the reference."""
+    path = tmp_path_factory.mktemp("evaluate_module") / "word_overlap.py"
+    path.write_text('''
+import datasets
+import evaluate
+
+
+class WordOverlap(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="share of prediction words found in the reference", citation="", inputs_description="",
+            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+        )
+
+    def _compute(self, predictions, references):
+        scores = []
+        for p, r in zip(predictions, references):
+            words = p.split()
+            scores.append(sum(w in r.split() for w in words) / len(words) if words else 0.0)
+        return {"overlap": scores}
+''')
+    return str(path)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in a temporary directory (the default MLflow store is a file in the cwd)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path

@@ -1,0 +1,48 @@
+from importlib.metadata import entry_points
+
+import numpy as np
+import pytest
+
+from moalign import ConfigError, MoalignError, Objective, get_objective, get_objective_names, register_objective, score
+
+
+def test_builtins_come_from_the_entry_point_group():
+    names = {ep.name for ep in entry_points(group="moalign.objectives")}
+    assert {"likelihood", "bleu", "rouge_l", "factuality", "toxicity", "verbosity", "distinct_n"} <= names
+    assert names <= set(get_objective_names())
+
+
+def test_unknown_objective_lists_available_ones():
+    with pytest.raises(ConfigError, match=r"unknown objective 'blue'; available: .*bleu"):
+        get_objective("blue")
+
+
+def test_unknown_and_bad_parameters_name_the_key():
+    with pytest.raises(ConfigError, match="unknown parameter 'smooth'"):
+        get_objective("bleu", smooth="exp")
+    with pytest.raises(ConfigError, match="unit"):
+        get_objective("verbosity", unit="pages")
+
+
+class Shouty(Objective):
+    """Share of upper-case characters."""
+
+    name = "shouty"
+
+    def __init__(self, minimum: int = 0):
+        self.minimum = minimum
+
+    def _score(self, batch):
+        return [sum(ch.isupper() for ch in c) / max(len(c), 1) for c in batch.completions]
+
+
+def test_register_objective_in_process():
+    register_objective("shouty", Shouty)
+    assert "shouty" in get_objective_names()
+    frame = score([{"prompt": "p", "completion": "AB"}, {"prompt": "p", "completion": "ab"}], ["shouty"])
+    np.testing.assert_allclose(frame["shouty"], [1.0, 0.0])
+
+
+def test_missing_field_names_objective_and_field():
+    with pytest.raises(MoalignError, match="objective 'bleu' needs the field 'references'"):
+        score([{"prompt": "p", "completion": "c"}], ["bleu"])

@@ -1,0 +1,61 @@
+"""Tiny models and tokenizers built in-process, so tests run offline in seconds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+WORDS = (
+    "the a cat dog sat on mat good bad very is was and it sun rain city park bike lane storm power "
+    "home crew friday library open late news short long report council vote money tree river green "
+    "blue red one two three four five six seven eight nine ten yes no maybe summary text source"
+).split()
+SPECIAL = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "[CLS]", "[SEP]"]
+
+
+def make_tokenizer(words=WORDS):
+    """A word-level fast tokenizer; pairs are encoded as [CLS] a [SEP] b [SEP]."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(SPECIAL + list(dict.fromkeys(words)))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
+                                   eos_token="[EOS]", cls_token="[CLS]", sep_token="[SEP]", model_max_length=128)
+
+
+def make_tiny_llama(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    """A randomly initialised Llama-style causal LM with the tiny tokenizer, saved to `path`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = make_tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=False)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def make_tiny_nli(path: Path, labels=("entailment", "neutral", "contradiction"), seed: int = 0) -> Path:
+    """A tiny BERT sequence classifier with NLI label names in the given order, saved to `path`."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer = make_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, max_position_embeddings=128, num_labels=len(labels),
+                        id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
+                        pad_token_id=tokenizer.pad_token_id)
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
