@@ -124,3 +124,23 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
         else:
             frame.to_parquet(tmp, index=False)
     return path
+
+
+def load_prompt_records(path: str | os.PathLike) -> list[dict]:
+    """Samples that must carry a non-empty `prompt` (training and evaluation prompts)."""
+    records = load_samples(path)
+    for i, record in enumerate(records):
+        if not record.get("prompt"):
+            raise MoalignError(f"{path}: record {i + 1} has no 'prompt'")
+    return records
+
+
+def train_eval_split(records: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """A seeded split: the same config always holds out the same prompts."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(records))
+    n_eval = max(1, int(round(len(records) * eval_fraction)))
+    if n_eval >= len(records):
+        raise MoalignError(f"cannot hold out {n_eval} of {len(records)} prompts for evaluation: add data or lower data.eval_fraction")
+    return [records[i] for i in order[n_eval:]], [records[i] for i in order[:n_eval]]

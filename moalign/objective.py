@@ -69,6 +69,13 @@ class Batch:
         return [np.flatnonzero(self.groups == g) for g in dict.fromkeys(self.groups.tolist())]
 
 
+def init_params(cls) -> list[str]:
+    """Names of the explicit `__init__` arguments of `cls` (no self, *args or **kwargs)."""
+    sig = inspect.signature(cls.__init__)
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [name for name, p in sig.parameters.items() if name != "self" and p.kind not in kinds]
+
+
 class Objective:
     """Base class of every objective. See the module docstring for the contract."""
 
@@ -105,8 +112,7 @@ class Objective:
 
     def get_params(self) -> dict:
         """Constructor arguments and their current values (what MLflow logs)."""
-        sig = inspect.signature(type(self).__init__)
-        return {p: getattr(self, p) for p in sig.parameters if p != "self"}
+        return {p: getattr(self, p) for p in init_params(type(self))}
 
     def __getstate__(self):
         # Loaded models are caches, rebuilt lazily after unpickling (objectives travel to workers).

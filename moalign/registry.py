@@ -9,12 +9,11 @@ theirs the same way, and `register_objective` adds one in-process (tests, notebo
 """
 from __future__ import annotations
 
-import inspect
 from importlib.metadata import entry_points
 from typing import Any, Mapping
 
 from moalign.errors import ConfigError
-from moalign.objective import Objective
+from moalign.objective import Objective, init_params
 
 GROUP = "moalign.objectives"
 _extra: dict[str, type[Objective]] = {}
@@ -49,7 +48,7 @@ def get_objective_class(name: str) -> type[Objective]:
 def get_objective(name: str, **params: Any) -> Objective:
     """Instantiate objective `name`; an unknown parameter is an error that names it."""
     cls = get_objective_class(name)
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    accepted = init_params(cls)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ConfigError(
@@ -73,9 +72,12 @@ def build_objectives(spec: Any) -> dict[str, Objective]:
     if isinstance(spec, Mapping):
         out = {}
         for column, params in spec.items():
-            params = dict(params or {})
-            if not isinstance(params, dict):
+            if isinstance(params, Objective):
+                out[str(column)] = params
+                continue
+            if not isinstance(params, (dict, type(None))):
                 raise ConfigError(f"objectives.{column}: expected a mapping of parameters, got {params!r}")
+            params = dict(params or {})
             kind = params.pop("type", column)
             out[str(column)] = get_objective(kind, **params)
         spec_out = out

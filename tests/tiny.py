@@ -38,7 +38,7 @@ def make_tiny_llama(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=False)
+                         tie_word_embeddings=False, initializer_range=0.2)  # logits with some spread
     model = LlamaForCausalLM(config)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -1,0 +1,1 @@
+"""Policy-gradient RL for causal LMs under a scalarized multi-objective reward."""

@@ -1,0 +1,156 @@
+"""Training configuration: one dataclass per component, validated in `__post_init__`.
+
+YAML maps onto these sections (`model:`, `data:`, `sampling:`, ...); `--set section.key=value`
+overrides one field; unknown keys are errors naming the key (see `moalign.config.from_dict`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from moalign.errors import ConfigError
+
+ALGORITHMS = ("reinforce", "rloo", "grpo")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m-instruct"  # HF id, local directory, or the bundled GGUF's name
+    lora: bool = True  # LoRA adapters; the reference is the same network with adapters disabled
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | str | None = "all-linear"
+    dtype: str = "float32"  # weights' dtype; bf16 autocast on GPU is optim.bf16
+    trust_remote_code: bool = False
+    use_chat_template: bool = True
+
+    def __post_init__(self):
+        _check(bool(self.name), "model.name is required")
+        _check(self.lora_r >= 1, f"model.lora_r must be >= 1, got {self.lora_r}")
+        _check(self.dtype in ("float32", "bfloat16", "float16"), f"model.dtype must be float32|bfloat16|float16, got {self.dtype!r}")
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # JSONL/CSV with `prompt` and whatever fields the objectives need
+    eval: str | None = None  # held-out prompts; default: a seeded split of `train`
+    eval_fraction: float = 0.2
+    max_eval_prompts: int = 64
+
+    def __post_init__(self):
+        _check(bool(self.train), "data.train is required (a JSONL or CSV file of prompts)")
+        _check(0.0 < self.eval_fraction < 1.0, f"data.eval_fraction must be in (0, 1), got {self.eval_fraction}")
+
+
+@dataclass
+class SamplingConfig:
+    num_generations: int = 4  # completions per prompt: a group (RLOO/GRPO baselines need >= 2)
+    prompts_per_step: int = 4
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0
+    eval_num_generations: int = 1
+    eval_temperature: float = 0.0  # 0: greedy, so policies compare on the same footing
+
+    def __post_init__(self):
+        _check(self.num_generations >= 1, "sampling.num_generations must be >= 1")
+        _check(self.prompts_per_step >= 1, "sampling.prompts_per_step must be >= 1")
+        _check(self.max_new_tokens >= 1, "sampling.max_new_tokens must be >= 1")
+        _check(self.temperature > 0, "sampling.temperature must be > 0")
+        _check(0 < self.top_p <= 1, "sampling.top_p must be in (0, 1]")
+
+
+@dataclass
+class RewardConfig:
+    objectives: dict = field(default_factory=lambda: {"verbosity": {}})  # {column: {param: value, type: name}}
+    weights: list[float] | None = None  # one per objective; default equal
+    scalarizer: str = "weighted_sum"  # weighted_sum | chebyshev | augmented_chebyshev | pbi
+    normalization: str = "running"  # running (z-score) | fixed (ranges) | none
+    ranges: dict = field(default_factory=dict)  # {objective: [low, high]} for fixed normalization
+    constraints: list[str] = field(default_factory=list)  # e.g. ["toxicity <= 0.1"]
+    constraint_penalty: float = 5.0  # reward -= penalty * violation
+    pbi_theta: float = 5.0
+    augment_rho: float = 0.05
+
+    def __post_init__(self):
+        if isinstance(self.objectives, (list, tuple)):
+            self.objectives = {str(name): {} for name in self.objectives}
+        elif isinstance(self.objectives, str):
+            self.objectives = {n.strip(): {} for n in self.objectives.split(",") if n.strip()}
+        _check(isinstance(self.objectives, dict) and len(self.objectives) > 0, "reward.objectives: give at least one objective")
+        if isinstance(self.constraints, str):
+            self.constraints = [self.constraints]
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "rloo"  # reinforce | rloo | grpo
+    kl_coef: float = 0.05  # anchor to the reference policy
+    kl_estimator: str = "k3"  # k1 (log-ratio) | k3 (Schulman's unbiased, non-negative)
+    kl_in_reward: bool = False  # True: subtract kl_coef * KL(seq) from the reward; False: add to the loss
+    target_kl: float | None = None  # adaptive KL controller target (per-token KL); None: fixed kl_coef
+    kl_horizon: int = 100  # adaptive controller's horizon in steps
+    clip_eps: float | None = 0.2  # PPO clipped ratio, active when inner_epochs > 1 (anchor to current policy)
+    inner_epochs: int = 1  # optimisation passes over each batch of samples
+    baseline_decay: float = 0.9  # REINFORCE moving-average baseline
+    scale_rewards: bool = True  # GRPO: divide by the group's std
+
+    def __post_init__(self):
+        _check(self.name in ALGORITHMS, f"algorithm.name must be one of {', '.join(ALGORITHMS)}, got {self.name!r}")
+        _check(self.kl_estimator in ("k1", "k3"), f"algorithm.kl_estimator must be k1|k3, got {self.kl_estimator!r}")
+        _check(self.kl_coef >= 0, "algorithm.kl_coef must be >= 0")
+        _check(self.inner_epochs >= 1, "algorithm.inner_epochs must be >= 1")
+        _check(self.target_kl is None or self.target_kl > 0, "algorithm.target_kl must be > 0")
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 20
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    micro_batch_size: int = 16  # samples per forward/backward; gradients accumulate over a step
+    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+
+    def __post_init__(self):
+        _check(self.steps >= 1, "optim.steps must be >= 1")
+        _check(self.lr > 0, "optim.lr must be > 0")
+        _check(self.micro_batch_size >= 1, "optim.micro_batch_size must be >= 1")
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    experiment: str = "moalign"
+    run_name: str | None = None
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the cwd
+    samples_every: int = 10  # log a table of sample generations every K steps
+    log_adapter: bool = True
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(train="pipelines/data/summaries.jsonl"))
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval_objectives: dict = field(default_factory=dict)  # scored at evaluation only, beside the reward's
+    seed: int = 0
+    output_dir: str = "moalign_runs"  # checkpoints and adapters, one folder per run
+    checkpoint_every: int = 10
+    progress: bool = True
+
+    def __post_init__(self):
+        _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
+        if isinstance(self.eval_objectives, (list, tuple)):
+            self.eval_objectives = {str(n): {} for n in self.eval_objectives}

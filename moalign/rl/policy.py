@@ -1,0 +1,65 @@
+"""The trainable policy and its frozen reference.
+
+With LoRA (the default) the reference is the same network with adapters disabled, so only one
+copy of the weights is in memory. Full fine-tuning keeps a frozen copy instead.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import torch
+
+from moalign.models import default_device, load_causal_lm, load_tokenizer
+from moalign.rl.config import ModelConfig
+
+
+class Policy:
+    def __init__(self, config: ModelConfig, device: str | None = None, adapter_dir: str | None = None):
+        self.config = config
+        self.device = device or default_device()
+        self.tokenizer = load_tokenizer(config.name, trust_remote_code=config.trust_remote_code)
+        self.tokenizer.padding_side = "left"  # generation continues from the right edge
+        base = load_causal_lm(config.name, config.dtype, self.device, config.trust_remote_code)
+        base.generation_config.pad_token_id = self.tokenizer.pad_token_id
+        self.reference = None
+        if config.lora:
+            from peft import LoraConfig, PeftModel, get_peft_model
+
+            if adapter_dir:
+                self.model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
+            else:
+                lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                  target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
+                self.model = get_peft_model(base, lora)
+        else:
+            self.model = base
+            if adapter_dir:
+                self.model.load_state_dict(torch.load(Path(adapter_dir) / "model.pt", map_location=self.device))
+            self.reference = load_causal_lm(config.name, config.dtype, self.device, config.trust_remote_code).eval()
+            self.reference.requires_grad_(False)
+
+    def parameters(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    @contextmanager
+    def as_reference(self):
+        """The reference network: adapters disabled (LoRA) or the frozen copy."""
+        if self.reference is not None:
+            yield self.reference
+        else:
+            with self.model.disable_adapter():
+                yield self.model
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.config.lora:
+            self.model.save_pretrained(directory)
+        else:
+            torch.save(self.model.state_dict(), directory / "model.pt")
+
+    def autocast(self, enabled: bool):
+        if enabled and self.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()

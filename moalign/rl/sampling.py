@@ -1,0 +1,82 @@
+"""Sampling groups of completions and computing their token log-probabilities."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from moalign.models import format_prompt
+
+
+@dataclass
+class Rollout:
+    """Sampled sequences: left-padded prompts then right-padded completions, one row a sample."""
+
+    input_ids: torch.Tensor  # [N, P + T]
+    attention_mask: torch.Tensor  # [N, P + T]
+    completion_mask: torch.Tensor  # [N, T] True for completion tokens up to and including EOS
+    texts: list[str]  # decoded completions
+    prompt_index: list[int]  # which prompt of the step each row belongs to
+
+    @property
+    def n_completion(self) -> int:
+        return self.completion_mask.shape[1]
+
+
+@torch.no_grad()  # not inference_mode: the samples feed an autograd forward later
+def generate(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int = 0, top_p: float = 1.0, use_chat_template: bool = True, seed: int | None = None) -> Rollout:
+    """`n` completions per prompt, grouped (rows i*n ... i*n+n-1 belong to prompt i).
+
+    `temperature == 0` decodes greedily. Seeding per call makes a step's samples reproducible,
+    so a resumed run draws what the uninterrupted run would have drawn.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    texts = [format_prompt(tokenizer, p, use_chat_template) for p in prompts]
+    templated = use_chat_template and bool(getattr(tokenizer, "chat_template", None))
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated)
+    device = next(model.parameters()).device
+    ids = enc["input_ids"].repeat_interleave(n, 0).to(device)
+    mask = enc["attention_mask"].repeat_interleave(n, 0).to(device)
+    sampling = dict(do_sample=True, temperature=temperature, top_k=top_k or None, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
+    completion = out[:, ids.shape[1]:]
+    # Keep tokens up to and including the first EOS: stopping is one of the policy's actions.
+    is_eos = completion == tokenizer.eos_token_id
+    after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
+    completion_mask = ~after_eos
+    completion = completion.masked_fill(~completion_mask, tokenizer.pad_token_id)
+    decoded = tokenizer.batch_decode(completion.masked_fill(is_eos, tokenizer.pad_token_id), skip_special_tokens=True)
+    return Rollout(
+        input_ids=torch.cat([ids, completion], 1),
+        attention_mask=torch.cat([mask, completion_mask.long()], 1),
+        completion_mask=completion_mask,
+        texts=[t.strip() for t in decoded],
+        prompt_index=[i // n for i in range(len(decoded))],
+    )
+
+
+def completion_logprobs(model, input_ids, attention_mask, n_completion: int, temperature: float = 1.0,
+                        with_entropy: bool = False):
+    """log p of each completion token [N, T] (and the policy's per-token entropy if asked).
+
+    Position ids follow the attention mask, as in generation with left padding; logits are
+    computed for the completion positions only (`logits_to_keep`), which skips the LM head on
+    the prompt.
+    """
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   logits_to_keep=n_completion + 1, use_cache=False).logits[:, :-1].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    target = input_ids[:, -n_completion:].unsqueeze(-1)
+    lse = torch.logsumexp(logits, -1)
+    logp = logits.gather(-1, target).squeeze(-1) - lse
+    if not with_entropy:
+        return logp, None
+    with torch.no_grad():
+        probs = torch.softmax(logits, -1)
+        entropy = lse - (probs * logits).sum(-1)
+    return logp, entropy

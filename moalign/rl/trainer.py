@@ -1,0 +1,271 @@
+"""The RL loop: samples -> scores -> scalar reward -> advantages -> loss, one step at a time.
+
+Reads top to bottom: `train` sets up (data, reward, policy, optimizer, MLflow run, resume),
+then each step samples groups of completions, scores them with every objective, turns the
+scores into one reward, computes advantages (REINFORCE / RLOO / GRPO) and takes a clipped
+policy-gradient step with a KL anchor to the reference. Metrics and sample tables are buffered
+and reach MLflow together with each checkpoint, so a resumed run never logs a step twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from moalign.data import load_prompt_records, train_eval_split
+from moalign.errors import MoalignError
+from moalign.registry import build_objectives
+from moalign.rl.advantages import AdaptiveKLController, grpo_advantages, kl_per_token, reinforce_advantages, rloo_advantages
+from moalign.rl.checkpoint import load_checkpoint_state, restore_rng, save_checkpoint
+from moalign.rl.config import TrainConfig
+from moalign.rl.evaluation import batch_for, evaluate_policy
+from moalign.rl.policy import Policy
+from moalign.rl.reward import MultiObjectiveReward
+from moalign.rl.sampling import completion_logprobs, generate
+from moalign.tracking import make_tracker
+
+
+@dataclass
+class TrainResult:
+    run_id: str | None
+    run_dir: Path
+    adapter_dir: Path
+    steps: int
+    eval_scores: dict
+    history: pd.DataFrame
+    eval_samples: pd.DataFrame
+    wall_time: float
+    status: str
+
+
+def step_seed(seed: int, step: int) -> int:
+    """A per-step seed, so resumed runs draw the same prompts and samples."""
+    return int(hashlib.sha256(f"{seed}:{step}".encode()).hexdigest()[:8], 16)
+
+
+def prompts_for_step(n_records: int, per_step: int, step: int, seed: int) -> list[int]:
+    """Epoch-wise shuffled prompt indices for `step` (1-based), a pure function of its inputs."""
+    start = (step - 1) * per_step
+    out = []
+    for k in range(start, start + per_step):
+        epoch, pos = divmod(k, n_records)
+        out.append(int(np.random.default_rng(seed + epoch).permutation(n_records)[pos]))
+    return out
+
+
+def load_data(config: TrainConfig):
+    records = load_prompt_records(config.data.train)
+    if config.data.eval:
+        train_records, eval_records = records, load_prompt_records(config.data.eval)
+    else:
+        train_records, eval_records = train_eval_split(records, config.data.eval_fraction, config.seed)
+    return train_records, eval_records[: config.data.max_eval_prompts]
+
+
+def check_objective_fields(objectives: dict, records: list[dict]) -> None:
+    """Fail before any model loads if the data lacks a field an objective needs."""
+    probe = batch_for(records, list(range(len(records))), [""] * len(records))
+    for objective in objectives.values():
+        objective.check_fields(probe)
+
+
+def advantages_for(algorithm, rewards: np.ndarray, group_size: int, state: dict) -> np.ndarray:
+    if algorithm.name == "rloo":
+        return rloo_advantages(rewards, group_size)
+    if algorithm.name == "grpo":
+        return grpo_advantages(rewards, group_size, algorithm.scale_rewards)
+    adv, state["baseline"] = reinforce_advantages(rewards, state.get("baseline"), algorithm.baseline_decay)
+    return adv
+
+
+def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainConfig, kl_coef: float, state: dict) -> dict:
+    """KL-anchored, optionally clipped policy-gradient update on one step's samples."""
+    algo, optim = config.algorithm, config.optim
+    device, T, temp = policy.device, rollout.n_completion, config.sampling.temperature
+    ids, attn = rollout.input_ids.to(device), rollout.attention_mask.to(device)
+    mask = rollout.completion_mask.to(device).float()
+    n_tokens = mask.sum().clamp(min=1)
+    chunks = [slice(i, i + optim.micro_batch_size) for i in range(0, ids.shape[0], optim.micro_batch_size)]
+    timings = {}
+
+    t0 = time.perf_counter()
+    with torch.no_grad(), policy.autocast(optim.bf16), policy.as_reference() as reference:
+        ref_lp = torch.cat([completion_logprobs(reference, ids[c], attn[c], T, temp)[0] for c in chunks])
+    old_lp = None
+    if algo.kl_in_reward or algo.inner_epochs > 1:  # the sampling policy's log-probs, before any update
+        with torch.no_grad(), policy.autocast(optim.bf16):
+            old_lp = torch.cat([completion_logprobs(policy.model, ids[c], attn[c], T, temp)[0] for c in chunks])
+    timings["time/reference"] = time.perf_counter() - t0
+
+    if algo.kl_in_reward and kl_coef > 0:
+        seq_kl = (kl_per_token(old_lp, ref_lp, "k1") * mask).sum(1).cpu().numpy()
+        rewards = rewards - kl_coef * seq_kl
+    adv = torch.tensor(advantages_for(algo, rewards, config.sampling.num_generations, state), device=device,
+                       dtype=torch.float32).unsqueeze(1)
+
+    t0 = time.perf_counter()
+    clip = algo.clip_eps if (algo.clip_eps and algo.inner_epochs > 1) else None
+    sums = {"loss": 0.0, "kl": 0.0, "entropy": 0.0, "clip_frac": 0.0}
+    for epoch in range(algo.inner_epochs):
+        for c in chunks:
+            with policy.autocast(optim.bf16):
+                logp, entropy = completion_logprobs(policy.model, ids[c], attn[c], T, temp, with_entropy=epoch == 0)
+            m = mask[c]
+            ratio = torch.exp(logp - (old_lp[c] if old_lp is not None else logp.detach()))
+            pg = -ratio * adv[c]
+            if clip is not None:
+                pg = torch.maximum(pg, -torch.clamp(ratio, 1 - clip, 1 + clip) * adv[c])
+                sums["clip_frac"] += float((((ratio - 1).abs() > clip).float() * m).sum() / n_tokens) / algo.inner_epochs
+            kl = kl_per_token(logp, ref_lp[c], algo.kl_estimator)
+            per_token = pg if algo.kl_in_reward else pg + kl_coef * kl
+            loss = (per_token * m).sum() / n_tokens  # token-level mean over the whole step
+            loss.backward()
+            sums["loss"] += loss.item() / algo.inner_epochs
+            if epoch == 0:
+                sums["kl"] += float((kl.detach() * m).sum() / n_tokens)
+                sums["entropy"] += float((entropy * m).sum() / n_tokens)
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), optim.max_grad_norm)
+        state["optimizer"].step()
+        state["optimizer"].zero_grad(set_to_none=True)
+    state["scheduler"].step()
+    timings["time/update"] = time.perf_counter() - t0
+    return {**sums, "grad_norm": float(grad_norm), "advantage_std": float(adv.std()), "kl_coef": kl_coef,
+            "lr": state["scheduler"].get_last_lr()[0], **timings}
+
+
+def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: str | None = None,
+          tags: dict | None = None, tracker=None) -> TrainResult:
+    """Fine-tune `config.model` under the scalarized reward; see the module docstring."""
+    started = time.perf_counter()
+    train_records, eval_records = load_data(config)
+    reward_fn = MultiObjectiveReward(config.reward)
+    extra = build_objectives(config.eval_objectives) if config.eval_objectives else {}
+    eval_objectives = {**reward_fn.all_objectives, **extra}
+    check_objective_fields(reward_fn.all_objectives, train_records)
+    check_objective_fields(eval_objectives, eval_records)
+    algo = config.algorithm
+    if algo.name in ("rloo", "grpo") and config.sampling.num_generations < 2:
+        raise MoalignError(f"algorithm {algo.name!r} needs sampling.num_generations >= 2 (a group to compare within)")
+
+    tracker = tracker or make_tracker(config.tracking.enabled, config.tracking.experiment, config.tracking.tracking_uri)
+    if resume_run_id:
+        run_id = resume_run_id
+        tracker.resume_run(run_id)
+    else:
+        run_id = tracker.start_run(config.tracking.run_name, tags, parent_run_id)
+    run_dir = Path(config.output_dir) / (run_id or f"run-{step_seed(config.seed, 0):08x}")
+    checkpoint_dir = run_dir / "checkpoint"
+    resume_state = load_checkpoint_state(checkpoint_dir) if resume_run_id else None
+    if not resume_run_id:
+        tracker.log_params(run_id, {**asdict(config), "objective_params": {n: o.get_params() for n, o in eval_objectives.items()}})
+        tracker.log_dict(run_id, asdict(config), "config.yaml")
+        tracker.set_tags(run_id, {"moalign.checkpoint_dir": str(checkpoint_dir.resolve()), "moalign.kind": "train"})
+
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    policy = Policy(config.model, adapter_dir=str(checkpoint_dir / "adapter") if resume_state else None)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    warmup = config.optim.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    kl_control = AdaptiveKLController(algo.kl_coef, algo.target_kl, algo.kl_horizon) if algo.target_kl else None
+    state = {"optimizer": optimizer, "scheduler": scheduler, "baseline": None}
+    start_step, history = 0, []
+    if resume_state:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        restore_rng(resume_state)
+        trainer_state = resume_state["trainer"]
+        start_step, history, state["baseline"] = resume_state["step"], trainer_state["history"], trainer_state["baseline"]
+        reward_fn.load_state_dict(trainer_state["reward"])
+        if kl_control:
+            kl_control.value = trainer_state["kl_coef"]
+
+    pending_metrics, pending_samples = [], []
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(checkpoint_dir, policy, optimizer, scheduler, step, {
+            "history": history, "baseline": state["baseline"], "reward": reward_fn.state_dict(),
+            "kl_coef": kl_control.value if kl_control else algo.kl_coef})
+        tracker.log_metrics(run_id, pending_metrics)
+        for frame in pending_samples:
+            tracker.log_table(run_id, frame, "samples.json")
+        pending_metrics.clear()
+        pending_samples.clear()
+
+    step = start_step
+    bar = tqdm(range(start_step + 1, config.optim.steps + 1), desc="train", disable=not config.progress,
+               initial=start_step, total=config.optim.steps)
+    try:
+        for step in bar:
+            t0 = time.perf_counter()
+            rows = prompts_for_step(len(train_records), config.sampling.prompts_per_step, step, config.seed)
+            policy.model.eval()  # no dropout while sampling
+            rollout = generate(policy.model, policy.tokenizer, [train_records[i]["prompt"] for i in rows],
+                               config.sampling.num_generations, config.sampling.max_new_tokens,
+                               config.sampling.temperature, config.sampling.top_k, config.sampling.top_p,
+                               config.model.use_chat_template, seed=step_seed(config.seed, step))
+            policy.model.train()
+            t_generate = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            prompt_rows = [rows[i] for i in rollout.prompt_index]
+            batch = batch_for(train_records, prompt_rows, rollout.texts, groups=rollout.prompt_index)
+            rewards, raw, metrics = reward_fn(batch)
+            t_score = time.perf_counter() - t0
+
+            kl_coef = kl_control.value if kl_control else algo.kl_coef
+            update = policy_update(policy, rollout, rewards, config, kl_coef, state)
+            if kl_control:
+                kl_control.update(update["kl"])
+            n_tokens = int(rollout.completion_mask.sum())
+            step_time = time.perf_counter() - t0 + t_generate + t_score
+            metrics.update(update)
+            metrics.update({"time/generate": t_generate, "time/score": t_score, "time/step": step_time,
+                            "tokens_per_s": n_tokens / step_time, "samples_per_s": len(rollout.texts) / step_time,
+                            "completion_tokens/mean": n_tokens / len(rollout.texts)})
+            history.append({"step": step, **metrics})
+            pending_metrics.append((step, metrics))
+            if config.tracking.samples_every and step % config.tracking.samples_every == 0:
+                pending_samples.append(pd.concat([pd.DataFrame({"step": step, "prompt": batch.prompts,
+                                                                "completion": batch.completions, "reward": rewards}), raw], axis=1))
+            bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", kl=f"{update['kl']:.3f}")
+            if not math.isfinite(update["loss"]):
+                raise MoalignError(f"step {step}: loss is not finite; lower optim.lr or raise algorithm.kl_coef")
+            if step % config.checkpoint_every == 0 or step == config.optim.steps:
+                checkpoint(step)
+    except KeyboardInterrupt:
+        done = history[-1]["step"] if history else start_step  # the last completed step
+        if done > start_step:
+            checkpoint(done)
+        tracker.end_run(run_id, "KILLED")
+        print(f"\ninterrupted after step {done}; checkpoint saved, run marked KILLED. Continue with: "
+              f"moalign train --resume {run_id}", file=sys.stderr)
+        raise
+    except BaseException:
+        tracker.end_run(run_id, "FAILED")
+        raise
+    finally:
+        bar.close()
+
+    adapter_dir = run_dir / "adapter"
+    policy.save(adapter_dir)
+    scores, samples = evaluate_policy(policy.model, policy.tokenizer, eval_records, eval_objectives, config.sampling,
+                                      config.model.use_chat_template, seed=config.seed)
+    eval_scores = {name: float(scores[name].mean()) for name in scores.columns}
+    wall_time = time.perf_counter() - started
+    tracker.log_metrics(run_id, [(config.optim.steps, {**{f"eval/{k}": v for k, v in eval_scores.items()},
+                                                       "train_wall_time_s": wall_time})])
+    tracker.log_table(run_id, samples, "eval_samples.json")
+    if config.tracking.log_adapter:
+        tracker.log_artifacts(run_id, adapter_dir, "adapter")
+    tracker.end_run(run_id, "FINISHED")
+    return TrainResult(run_id, run_dir, adapter_dir, config.optim.steps, eval_scores, pd.DataFrame(history),
+                       samples, wall_time, "FINISHED")

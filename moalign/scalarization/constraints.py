@@ -1,0 +1,37 @@
+"""Constraints on raw objective values ("toxicity <= 0.1") that act as reward penalties."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from moalign.errors import ConfigError
+
+_PATTERN = re.compile(r"^\s*([A-Za-z_][\w.-]*)\s*(<=|>=)\s*(-?[\d.]+(?:e-?\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    objective: str
+    op: str
+    threshold: float
+
+    def violation(self, values: np.ndarray) -> np.ndarray:
+        """How far each value is on the wrong side of the threshold (0 when satisfied)."""
+        gap = values - self.threshold if self.op == "<=" else self.threshold - values
+        return np.maximum(gap, 0.0)
+
+    def __str__(self) -> str:
+        return f"{self.objective} {self.op} {self.threshold:g}"
+
+
+def parse_constraint(text: str, names: list[str]) -> Constraint:
+    """`"toxicity <= 0.1"` -> Constraint; the objective must be among `names`."""
+    match = _PATTERN.match(str(text))
+    if not match:
+        raise ConfigError(f"reward.constraints: cannot parse {text!r} (expected e.g. 'toxicity <= 0.1')")
+    name, op, value = match.groups()
+    if name not in names:
+        raise ConfigError(f"reward.constraints: {text!r} names {name!r}, which is not among the objectives ({', '.join(names)})")
+    return Constraint(name, op, float(value))
