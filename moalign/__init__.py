@@ -11,11 +11,11 @@ from moalign.scoring import score, summarize
 __version__ = "0.1.0"
 
 
-def train(config):
-    """Run RL fine-tuning from a `TrainConfig`; see `moalign.rl.trainer.train`."""
+def train(config, resume_run_id: str | None = None):
+    """Run RL fine-tuning from a `TrainConfig` (or continue run `resume_run_id` from its checkpoint)."""
     from moalign.rl.trainer import train as _train
 
-    return _train(config)
+    return _train(config, resume_run_id=resume_run_id)
 
 
 def search(config):

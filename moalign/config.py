@@ -73,7 +73,7 @@ def from_dict(cls, data: dict | None, where: str = ""):
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(fields))}")
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}'; known keys: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
