@@ -52,6 +52,12 @@ class NullTracker:
     def set_tags(self, run_id, tags) -> None: ...
     def end_run(self, run_id, status="FINISHED") -> None: ...
 
+    def find_runs(self, filter_string: str) -> list:
+        return []
+
+    def get_run(self, run_id):
+        return None
+
 
 class MlflowTracker(NullTracker):
     def __init__(self, experiment: str = "moalign", tracking_uri: str | None = None):
@@ -103,6 +109,13 @@ class MlflowTracker(NullTracker):
 
     def end_run(self, run_id, status="FINISHED") -> None:
         self.client.set_terminated(run_id, status)
+
+    def find_runs(self, filter_string: str) -> list:
+        """Runs of this experiment matching an MLflow filter, e.g. "tags.`moalign.kind` = 'search'"."""
+        return self.client.search_runs([self.experiment_id], filter_string, max_results=10_000)
+
+    def get_run(self, run_id):
+        return self.client.get_run(run_id)
 
 
 def make_tracker(enabled: bool, experiment: str, tracking_uri: str | None):

@@ -1,0 +1,1 @@
+"""Reports from MLflow runs: Pareto plots, tables, learning curves and sample generations."""

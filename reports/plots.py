@@ -1,0 +1,103 @@
+"""Matplotlib figures of fronts, searches and learning curves (headless, Agg backend)."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from moalign.pareto.front import non_dominated  # noqa: E402
+
+MARKERS = {"base": "s", "trained": "o", "soup": "^"}
+
+
+def _arrow(direction: str) -> str:
+    return "↑ better" if direction == "maximize" else "↓ better"
+
+
+def plot_front(ax, table: pd.DataFrame, x: str, y: str, directions: dict, label: str = "", color=None):
+    """Scatter the policies of one search on (x, y); join its non-dominated points on this pair."""
+    pts = table[[x, y]].to_numpy(dtype=float)
+    nd = non_dominated(pts, [directions[x], directions[y]])
+    color = color or "C0"
+    for role, marker in MARKERS.items():
+        sel = (table["role"] == role).to_numpy()
+        if sel.any():
+            ax.scatter(pts[sel, 0], pts[sel, 1], marker=marker, color="grey" if role == "base" else color,
+                       s=60 if role == "base" else 40, alpha=0.9, edgecolor="black", linewidth=0.5,
+                       label=f"{label} {role}".strip())
+    front = pts[nd][np.argsort(pts[nd, 0])]
+    ax.plot(front[:, 0], front[:, 1], "-", color=color, alpha=0.7)
+    for (_, row), p in zip(table.iterrows(), pts):
+        if row["weights"]:
+            ax.annotate(row["weights"].replace("0000", "0").replace(".000", ""), p, fontsize=7, xytext=(3, 3),
+                        textcoords="offset points", color=color)
+    ax.set_xlabel(f"{x} ({_arrow(directions[x])})")
+    ax.set_ylabel(f"{y} ({_arrow(directions[y])})")
+    ax.grid(alpha=0.3)
+
+
+def pareto_pairs_figure(searches: dict[str, pd.DataFrame], objectives: Sequence[str], directions: dict):
+    """One panel per pair of objectives, every search overlaid on the same axes."""
+    pairs = list(itertools.combinations(objectives, 2)) or [(objectives[0], objectives[0])]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.5), squeeze=False)
+    for ax, (x, y) in zip(axes[0], pairs):
+        for i, (name, table) in enumerate(searches.items()):
+            plot_front(ax, table, x, y, directions, label=name, color=f"C{i}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def parallel_coordinates_figure(table: pd.DataFrame, objectives: Sequence[str], directions: dict):
+    """Policies across three or more objectives, each axis scaled to [0, 1] with 1 = better."""
+    data = table[list(objectives)].astype(float).copy()
+    for c in objectives:
+        lo, hi = data[c].min(), data[c].max()
+        data[c] = (data[c] - lo) / (hi - lo) if hi > lo else 0.5
+        if directions[c] == "minimize":
+            data[c] = 1 - data[c]
+    data["policy"] = [f"{r} {w}".strip() for r, w in zip(table["role"], table["weights"])]
+    fig, ax = plt.subplots(figsize=(1.8 * len(objectives) + 3, 4))
+    pd.plotting.parallel_coordinates(data, "policy", ax=ax, colormap="viridis", alpha=0.8)
+    ax.set_ylabel("normalised score (1 = best seen)")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def bar_figure(values: dict[str, float], ylabel: str):
+    fig, ax = plt.subplots(figsize=(max(3, 1.2 * len(values) + 1), 3.2))
+    ax.bar(list(values), list(values.values()), color=[f"C{i}" for i in range(len(values))])
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(curves: dict[str, pd.DataFrame], metrics: Sequence[str]):
+    """Learning curves (one panel per metric, one line per trained run)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for label, frame in curves.items():
+            if metric in frame:
+                ax.plot(frame.index, frame[metric], label=label)
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def save_front_png(table: pd.DataFrame, objectives: Sequence[str], directions: Sequence[str], path: Path, title: str = ""):
+    """The front of one search (first pair of objectives), for the parent run's artifacts."""
+    fig = pareto_pairs_figure({title: table}, list(objectives), dict(zip(objectives, directions)))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
