@@ -139,6 +139,7 @@ def run_search(config: SearchConfig, tracker=None) -> SearchResult:
         parent_id = tracker.start_run(config.name or f"{config.strategy}-search", {
             "moalign.search_id": sid, "moalign.kind": "search", "moalign.strategy": config.strategy})
         tracker.log_params(parent_id, {"strategy": config.strategy, "objectives": names, "directions": directions,
+                                       "eval_directions": {n: o.direction for n, o in objectives.items()},
                                        "weights": W.round(4).tolist(), "reference_point": config.reference_point,
                                        "model": train_cfg.model.name, "algorithm": train_cfg.algorithm.name,
                                        "steps_per_run": train_cfg.optim.steps})

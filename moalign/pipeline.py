@@ -1,0 +1,123 @@
+"""Pipelines: one YAML file runs data -> search(es) -> report.
+
+    experiment: quickstart          # MLflow experiment (overrides train.tracking.experiment)
+    train: {...}                    # a TrainConfig: model, data, sampling, reward, algorithm, optim
+    searches:                       # one or more searches over the same training setup
+      - {strategy: soups, weights: {method: das-dennis, n_partitions: 4}}
+      - {strategy: grid, weights: [[1, 0], [0.5, 0.5], [0, 1]]}
+    report: {out: moalign-report}
+
+Everything is validated before any training: unknown keys, weights that do not match the
+objectives, a missing dataset all fail with one line naming the file and key.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from moalign.config import apply_overrides, from_dict, load_yaml
+from moalign.errors import ConfigError, MoalignError
+from moalign.pareto.config import SearchConfig
+from moalign.rl.config import TrainConfig
+
+
+@dataclass
+class ReportConfig:
+    enabled: bool = True
+    out: str = "moalign-report"
+
+
+@dataclass
+class PipelineConfig:
+    experiment: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    searches: list = field(default_factory=lambda: [{"strategy": "grid"}])
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def __post_init__(self):
+        if not isinstance(self.searches, list) or not self.searches:
+            raise ConfigError("searches: give a list of at least one search")
+        if self.experiment:
+            self.train.tracking.experiment = self.experiment
+        if self.report.enabled and not self.train.tracking.enabled:
+            raise ConfigError("report.enabled needs train.tracking.enabled (the report reads MLflow)")
+
+    def search_configs(self) -> list[SearchConfig]:
+        out = []
+        for i, spec in enumerate(self.searches):
+            if not isinstance(spec, dict):
+                raise ConfigError(f"searches[{i}]: expected a mapping")
+            if "train" in spec:
+                raise ConfigError(f"unknown key 'searches[{i}].train' (the training setup is the top-level 'train')")
+            search = from_dict(SearchConfig, spec, f"searches[{i}]")
+            search.train = self.train
+            out.append(search)
+        return out
+
+
+def load_pipeline(path: str | Path, overrides: list[str] = ()) -> tuple[PipelineConfig, list[SearchConfig]]:
+    data = apply_overrides(load_yaml(path), overrides)
+    try:
+        config = from_dict(PipelineConfig, data)
+        searches = config.search_configs()
+        validate(config, searches)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return config, searches
+
+
+def validate(config: PipelineConfig, searches: list[SearchConfig]) -> None:
+    """Everything that can fail before training, checked before training."""
+    from moalign.pareto.weights import weight_vectors
+    from moalign.rl.reward import MultiObjectiveReward
+    from moalign.rl.trainer import check_objective_fields, load_data
+
+    reward = MultiObjectiveReward(config.train.reward)
+    try:
+        train_records, _ = load_data(config.train)
+    except ConfigError:
+        raise
+    except MoalignError as exc:
+        raise ConfigError(f"train.data: {exc}") from None
+    check_objective_fields(reward.all_objectives, train_records)
+    for i, search in enumerate(searches):
+        try:
+            weight_vectors(search.weights, reward.names)
+        except ConfigError as exc:
+            detail = str(exc).removeprefix("search.").removeprefix("reward.")
+            raise ConfigError(f"searches[{i}].{detail}") from None
+
+
+def run_pipeline(config: PipelineConfig, searches: list[SearchConfig]) -> dict:
+    from moalign.pareto.search import run_search
+
+    started = time.perf_counter()
+    results = []
+    for i, search in enumerate(searches, 1):
+        print(f"[{i}/{len(searches)}] {search.strategy} search: {search.name or ''}", flush=True)
+        result = run_search(search)
+        results.append(result)
+        print(f"    hypervolume {result.hypervolume:.4g}, expected utility {result.expected_utility:.3f}, "
+              f"{int(result.policies['non_dominated'].sum())}/{len(result.policies)} policies non-dominated", flush=True)
+    paths = []
+    if config.report.enabled:
+        from reports.build import build_report
+
+        paths = build_report(config.train.tracking.experiment, config.report.out,
+                             run_ids=[r.parent_run_id for r in results], tracking_uri=config.train.tracking.tracking_uri)
+    from moalign.tracking import resolve_tracking_uri
+
+    print(f"done in {time.perf_counter() - started:.0f}s")
+    for path in paths:
+        print(f"report: {path.resolve()}")
+    print(f"MLflow UI: moalign ui  (store: {resolve_tracking_uri(config.train.tracking.tracking_uri)}), "
+          f"experiment {config.train.tracking.experiment!r}")
+    return {"searches": results, "report": paths}
+
+
+def run_pipeline_file(path: str | Path, overrides: list[str] = ()) -> dict:
+    if not Path(path).is_file():
+        raise MoalignError(f"{path}: no such pipeline file")
+    config, searches = load_pipeline(path, overrides)
+    return run_pipeline(config, searches)

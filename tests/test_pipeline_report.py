@@ -1,0 +1,112 @@
+"""`moalign run` on the tiny model: two searches, a report rendered in headless Chromium, bad files."""
+import shutil
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from moalign.cli import main
+from moalign.tracking import resolve_tracking_uri
+
+from rl_helpers import write_prompts
+
+
+def pipeline_dict(tiny_llama, data):
+    return {
+        "experiment": "pipe",
+        "train": {
+            "model": {"name": tiny_llama, "lora_r": 8},
+            "data": {"train": data, "eval_fraction": 0.3},
+            "sampling": {"num_generations": 4, "prompts_per_step": 4, "max_new_tokens": 8},
+            "reward": {"objectives": {"good": {"type": "word_share", "word": "good"},
+                                      "bad": {"type": "word_share", "word": "bad"}}},
+            "eval_objectives": {"verbosity": {}},
+            "optim": {"steps": 6, "lr": 2e-2},
+            "checkpoint_every": 3, "progress": False,
+        },
+        "searches": [{"strategy": "soups", "name": "soups", "weights": {"method": "das-dennis", "n_partitions": 2}},
+                     {"strategy": "grid", "name": "grid", "weights": [[1, 0], [0.5, 0.5], [0, 1]]}],
+        "report": {"out": "report"},
+    }
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tiny_llama, tmp_path_factory):
+    import os
+
+    tmp = tmp_path_factory.mktemp("pipeline")
+    old = os.getcwd()
+    os.chdir(tmp)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        data = write_prompts(tmp / "prompts.jsonl")
+        (tmp / "pipe.yaml").write_text(yaml.safe_dump(pipeline_dict(tiny_llama, data), sort_keys=False))
+        assert main(["run", "pipe.yaml"]) == 0
+        yield tmp
+    finally:
+        os.chdir(old)
+
+
+def test_pipeline_leaves_searches_and_a_report(pipeline_run, monkeypatch):
+    monkeypatch.chdir(pipeline_run)
+    client = MlflowClient(resolve_tracking_uri())
+    exp = client.get_experiment_by_name("pipe")
+    parents = client.search_runs([exp.experiment_id], "tags.`moalign.kind` = 'search'")
+    assert sorted(p.data.tags["moalign.strategy"] for p in parents) == ["grid", "soups"]
+    html = (pipeline_run / "report" / "report.html").read_text()
+    for section in ("Pareto fronts", "All objectives", "Hypervolume per search", "Learning curves: soups",
+                    "Policies: grid", "Sample generations: soups"):
+        assert section in html
+    md = (pipeline_run / "report" / "report.md").read_text()
+    assert "![Pareto fronts](figure_0.png)" in md and (pipeline_run / "report" / "figure_0.png").stat().st_size > 1000
+
+
+def test_report_cli_renders_in_headless_chromium(pipeline_run, tmp_path, monkeypatch):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.chdir(pipeline_run)
+    assert main(["report", "--experiment", "pipe", "--out", str(tmp_path / "again")]) == 0
+    page = tmp_path / "again" / "report.html"
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chrome'}"):
+        options.add_argument(flag)
+    options.binary_location = shutil.which("chromium")
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.set_window_size(1280, 2000)
+        driver.get(page.as_uri())
+        assert driver.title == "moalign report: pipe"
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]);")
+        assert len(images) >= 4
+        for alt, complete, width, height in images:
+            assert complete and width > 200 and height > 100, alt
+        rows = driver.execute_script("return document.querySelectorAll('table tr').length;")
+        assert rows > 10
+        driver.save_screenshot(str(tmp_path / "report.png"))
+    finally:
+        driver.quit()
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d["train"].update(stepz=3), "unknown key 'train.stepz'"),
+    (lambda d: d["searches"][0].update(wieghts=[[1, 0]]), "unknown key 'searches[0].wieghts'"),
+    (lambda d: d["searches"][1].update(weights=[[1, 0, 0]]), "searches[1].weights: got 3 weights for 2 objectives"),
+    (lambda d: d["train"]["data"].update(train="nowhere.jsonl"), "nowhere.jsonl: no such data file"),
+    (lambda d: d.update(reprot={}), "unknown key 'reprot'"),
+])
+def test_bad_pipeline_fails_before_training(edit, message, tiny_llama, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = write_prompts(tmp_path / "prompts.jsonl")
+    config = pipeline_dict(tiny_llama, data)
+    edit(config)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", "bad.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "bad.yaml" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists()  # nothing was trained or tracked
