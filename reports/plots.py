@@ -17,6 +17,11 @@ from moalign.pareto.front import non_dominated  # noqa: E402
 MARKERS = {"base": "s", "trained": "o", "soup": "^"}
 
 
+def weights_label(weights: str) -> str:
+    """'0.7500,0.2500' -> 'w=0.75/0.25'."""
+    return "w=" + "/".join(f"{float(w):g}" for w in weights.split(","))
+
+
 def _arrow(direction: str) -> str:
     return "↑ better" if direction == "maximize" else "↓ better"
 
@@ -36,8 +41,7 @@ def plot_front(ax, table: pd.DataFrame, x: str, y: str, directions: dict, label:
     ax.plot(front[:, 0], front[:, 1], "-", color=color, alpha=0.7)
     for (_, row), p in zip(table.iterrows(), pts):
         if row["weights"]:
-            ax.annotate(row["weights"].replace("0000", "0").replace(".000", ""), p, fontsize=7, xytext=(3, 3),
-                        textcoords="offset points", color=color)
+            ax.annotate(weights_label(row["weights"]), p, fontsize=7, xytext=(3, 3), textcoords="offset points", color=color)
     ax.set_xlabel(f"{x} ({_arrow(directions[x])})")
     ax.set_ylabel(f"{y} ({_arrow(directions[y])})")
     ax.grid(alpha=0.3)

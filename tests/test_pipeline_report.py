@@ -53,6 +53,11 @@ def test_pipeline_leaves_searches_and_a_report(pipeline_run, monkeypatch):
     exp = client.get_experiment_by_name("pipe")
     parents = client.search_runs([exp.experiment_id], "tags.`moalign.kind` = 'search'")
     assert sorted(p.data.tags["moalign.strategy"] for p in parents) == ["grid", "soups"]
+    grid = next(p for p in parents if p.data.tags["moalign.strategy"] == "grid")
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{grid.info.run_id}'")
+    # the grid's extremes are the soups' endpoints (same training config): reused, not retrained
+    reused = [c for c in children if "moalign.reused_from" in c.data.tags]
+    assert len(reused) == 2 and all(c.data.metrics["train_steps"] == 6 for c in reused)
     html = (pipeline_run / "report" / "report.html").read_text()
     for section in ("Pareto fronts", "All objectives", "Hypervolume per search", "Learning curves: soups",
                     "Policies: grid", "Sample generations: soups"):

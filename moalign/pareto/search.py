@@ -105,6 +105,32 @@ def _evaluate_child(tracker, children, key, role, weights, names, model, tokeniz
     return _row(key, role, run_id, weights, names, scores, 0, wall)
 
 
+def train_hash(cfg) -> str:
+    """Identity of a training run's outcome: its config without bookkeeping fields."""
+    data = asdict(cfg)
+    data.pop("progress", None)
+    data["tracking"] = {}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _reuse(tracker, children, key, role, weights, names, thash, tags):
+    """A finished run with the same training config elsewhere in the experiment (e.g. the soups'
+    endpoints when a grid includes the extremes): copy its record instead of training again."""
+    for run in tracker.find_runs(f"tags.`moalign.train_hash` = '{thash}' and attributes.status = 'FINISHED'"):
+        if run.data.tags.get("mlflow.parentRunId") == children.parent_id:
+            continue
+        metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("eval/") or k in ("train_steps", "train_wall_time_s")}
+        run_id = tracker.start_run(f"{role}:{weights_key(weights)}", {**tags, "moalign.reused_from": run.info.run_id,
+                                                                      "moalign.train_hash": thash,
+                                                                      **{k: v for k, v in run.data.tags.items() if k == "moalign.checkpoint_dir"}},
+                                   children.parent_id)
+        tracker.log_params(run_id, {"reward.weights": [float(w) for w in weights]})
+        tracker.log_metrics(run_id, [(0, metrics)])
+        tracker.end_run(run_id, "FINISHED")
+        return _row_from_run(tracker.get_run(run_id), key, role, names, weights)
+    return None
+
+
 def _train_child(tracker, children, key, role, weights, names, train_cfg, tags):
     run = children.finished(key)
     if run is not None:
@@ -112,8 +138,14 @@ def _train_child(tracker, children, key, role, weights, names, train_cfg, tags):
     cfg = copy.deepcopy(train_cfg)
     cfg.reward.weights = [float(w) for w in weights]
     cfg.tracking.run_name = f"{role}:{weights_key(weights)}"
+    thash = train_hash(cfg)
     resume = children.unfinished_id(key)
-    result = train(cfg, resume_run_id=resume, parent_run_id=children.parent_id, tags=tags, tracker=tracker)
+    if resume is None:
+        reused = _reuse(tracker, children, key, role, weights, names, thash, tags)
+        if reused is not None:
+            return reused
+    result = train(cfg, resume_run_id=resume, parent_run_id=children.parent_id,
+                   tags={**tags, "moalign.train_hash": thash}, tracker=tracker)
     tracker.log_metrics(result.run_id, [(result.steps, {"train_steps": result.steps})])
     return _row(key, role, result.run_id, weights, names, result.eval_scores, result.steps, result.wall_time, result.adapter_dir)
 
