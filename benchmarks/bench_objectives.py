@@ -24,7 +24,9 @@ sys.path.insert(0, str(REPO))
 
 LOCAL_MODULES = {
     "sacrebleu": '''
-import datasets, evaluate, sacrebleu as scb
+import datasets
+import evaluate
+import sacrebleu as scb
 
 class Sacrebleu(evaluate.Metric):
     def _info(self):
@@ -37,8 +39,9 @@ class Sacrebleu(evaluate.Metric):
         return {"score": out.score}
 ''',
     "rouge": '''
-import datasets, evaluate
-from rouge_score import rouge_scorer, scoring
+import datasets
+import evaluate
+from rouge_score import rouge_scorer
 
 class Rouge(evaluate.Metric):
     def _info(self):
