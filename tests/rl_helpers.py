@@ -29,10 +29,10 @@ def write_prompts(path: Path) -> str:
     return str(path)
 
 
-def tiny_config(model: str, data: str, tmp: Path, **sections) -> TrainConfig:
+def tiny_config(model_path: str, data: str, tmp: Path, **sections) -> TrainConfig:
     """Small and fast: 4 prompts x 4 samples x 8 tokens a step, LoRA r=8, no MLflow unless asked."""
     defaults = dict(
-        model=ModelConfig(name=model, lora_r=8),
+        model=ModelConfig(name=model_path, lora_r=8),
         data=DataConfig(train=data),
         sampling=SamplingConfig(num_generations=4, prompts_per_step=4, max_new_tokens=8),
         reward=RewardConfig(objectives={"good": {"type": "word_share"}}),

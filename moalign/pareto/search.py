@@ -66,9 +66,11 @@ class _Children:
 
 
 def _row(key, role, run_id, weights, names, scores, steps, wall_time, adapter_dir=None):
+    """One policy of the search: identity, weights (none for the base model), cost and scores."""
     row = {"key": key, "role": role, "run_id": run_id, "weights": weights_key(weights) if weights is not None else "",
            "train_steps": steps, "wall_time_s": wall_time, "adapter_dir": str(adapter_dir) if adapter_dir else ""}
-    row.update({f"w_{n}": (float(w) if weights is not None else np.nan) for n, w in zip(names, weights if weights is not None else names)})
+    for i, name in enumerate(names):
+        row[f"w_{name}"] = float(weights[i]) if weights is not None else np.nan
     row.update(scores)
     return row
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from moalign.objective import Batch
 from moalign.registry import build_objectives, get_objective
@@ -24,14 +23,9 @@ class MultiObjectiveReward:
         self.names = list(self.objectives)
         self.directions = [o.direction for o in self.objectives.values()]
         self.weights = validate_weights(config.weights, self.names)
-        self.constraint_only = {}
-        constraints = []
-        for text in config.constraints:
-            name = str(text).replace("<=", " ").replace(">=", " ").split()[0] if str(text).strip() else ""
-            if name and name not in self.objectives and name not in self.constraint_only:
-                self.constraint_only[name] = get_objective(name)
-            constraints.append(parse_constraint(text, self.names + list(self.constraint_only)))
-        self.constraints = constraints
+        self.constraints = [parse_constraint(text) for text in config.constraints]
+        self.constraint_only = {c.objective: get_objective(c.objective) for c in self.constraints
+                                if c.objective not in self.objectives}
         self.normalizer = make_normalizer(config.normalization, self.names, config.ranges)
         self.scalarizer = make_scalarizer(config.scalarizer, self.weights, config.pbi_theta, config.augment_rho)
 
@@ -69,6 +63,3 @@ class MultiObjectiveReward:
         self.normalizer.load_state_dict(state["normalizer"])
         self.scalarizer.load_state_dict(state["scalarizer"])
 
-
-def scores_frame(raw: pd.DataFrame) -> dict:
-    return {column: float(raw[column].mean()) for column in raw.columns}

@@ -26,12 +26,12 @@ class Constraint:
         return f"{self.objective} {self.op} {self.threshold:g}"
 
 
-def parse_constraint(text: str, names: list[str]) -> Constraint:
-    """`"toxicity <= 0.1"` -> Constraint; the objective must be among `names`."""
+def parse_constraint(text: str, names: list[str] | None = None) -> Constraint:
+    """`"toxicity <= 0.1"` -> Constraint; the objective must be among `names` when given."""
     match = _PATTERN.match(str(text))
     if not match:
         raise ConfigError(f"reward.constraints: cannot parse {text!r} (expected e.g. 'toxicity <= 0.1')")
     name, op, value = match.groups()
-    if name not in names:
+    if names is not None and name not in names:
         raise ConfigError(f"reward.constraints: {text!r} names {name!r}, which is not among the objectives ({', '.join(names)})")
     return Constraint(name, op, float(value))

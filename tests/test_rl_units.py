@@ -1,0 +1,82 @@
+"""The reward object, full fine-tuning, the sampler's masks, `moalign ui`, and the GPU path."""
+import numpy as np
+import pytest
+import torch
+
+import moalign
+from moalign import Batch, ConfigError
+from moalign.rl.config import AlgorithmConfig, ModelConfig, OptimConfig, RewardConfig
+from moalign.rl.reward import MultiObjectiveReward
+
+from rl_helpers import tiny_config, write_prompts
+
+
+def test_reward_scores_constraint_only_objectives_and_penalises():
+    reward = MultiObjectiveReward(RewardConfig(objectives={"verbosity": {}}, normalization="none",
+                                               constraints=["toxicity <= 0.5"], constraint_penalty=10.0))
+    batch = Batch(prompts=["p", "p"], completions=["You are a stupid idiot.", "The park opens at nine."])
+    rewards, raw, metrics = reward(batch)
+    assert list(raw.columns) == ["verbosity", "toxicity"]
+    expected = -raw["verbosity"].to_numpy() - 10.0 * np.maximum(raw["toxicity"].to_numpy() - 0.5, 0)
+    np.testing.assert_allclose(rewards, expected)
+    assert rewards[0] < rewards[1] - 3  # the insult is penalised well past its length difference
+    assert metrics["constraints/toxicity/satisfied"] == 0.5
+    with pytest.raises(ConfigError, match="unknown objective 'fluency'"):
+        MultiObjectiveReward(RewardConfig(objectives={"verbosity": {}}, constraints=["fluency >= 0.1"]))
+
+
+def test_generate_masks_after_the_first_eos(tiny_llama):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from moalign.rl.sampling import generate
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    with torch.no_grad():  # a much larger EOS row: EOS becomes likely at some positions, so rows stop early
+        model.lm_head.weight[tok.eos_token_id] *= 20
+    rollout = generate(model, tok, ["the cat", "a dog was"], n=3, max_new_tokens=6, seed=0)
+    assert rollout.input_ids.shape[0] == 6 and rollout.prompt_index == [0, 0, 0, 1, 1, 1]
+    completion = rollout.input_ids[:, -rollout.n_completion:]
+    assert not rollout.completion_mask.all()
+    for row, mask in zip(completion, rollout.completion_mask):
+        eos = (row == tok.eos_token_id).nonzero()
+        if len(eos):  # tokens after the first EOS are masked out, the EOS itself is kept
+            first = int(eos[0])
+            assert mask[: first + 1].all() and not mask[first + 1:].any()
+        else:
+            assert mask.all()
+
+
+def test_full_fine_tuning_keeps_a_frozen_reference(tiny_llama, tmp_path):
+    data = write_prompts(tmp_path / "p.jsonl")
+    config = tiny_config(tiny_llama, data, tmp_path, model=ModelConfig(name=tiny_llama, lora=False),
+                         optim=OptimConfig(steps=20, lr=2e-2), algorithm=AlgorithmConfig(kl_coef=0.0))
+    result = moalign.train(config)
+    good = result.history["rewards/good/mean"].to_numpy()
+    assert good[-5:].mean() > good[:5].mean() + 0.2
+    assert (result.adapter_dir / "model.pt").is_file()
+    assert result.history["kl"].iloc[-1] > 0.05  # measured against the untouched copy
+
+
+def test_ui_starts_mlflow_on_the_project_store(monkeypatch, tmp_path):
+    import subprocess
+
+    from moalign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    seen = {}
+    monkeypatch.setattr(subprocess, "call", lambda cmd: seen.setdefault("cmd", cmd) and 0)
+    assert main(["ui", "--port", "5123"]) == 0
+    cmd = seen["cmd"]
+    assert cmd[1:4] == ["-m", "mlflow", "ui"] and "5123" in cmd
+    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; the CPU path is tested above")
+def test_training_step_on_gpu_with_bf16(tiny_llama, tmp_path):
+    data = write_prompts(tmp_path / "p.jsonl")
+    result = moalign.train(tiny_config(tiny_llama, data, tmp_path, optim=OptimConfig(steps=3, lr=1e-2, bf16=True)))
+    assert len(result.history) == 3 and np.isfinite(result.history["loss"]).all()
