@@ -35,6 +35,27 @@ def flatten(params: dict, prefix: str = "") -> dict:
     return out
 
 
+def read_artifact_text(client, run_id: str, path: str) -> str | None:
+    """Text of a run's artifact, or None when the run has no such artifact."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client.download_artifacts(run_id, path, tmp)
+        except Exception:  # MLflow raises several types for a missing artifact
+            return None
+        return Path(local).read_text(encoding="utf-8")
+
+
+def read_table(client, run_id: str, path: str) -> pd.DataFrame | None:
+    """A table written by `log_table` (JSON with columns and data), or None if absent."""
+    text = read_artifact_text(client, run_id, path)
+    if text is None:
+        return None
+    data = json.loads(text)
+    return pd.DataFrame(data["data"], columns=data["columns"])
+
+
 class NullTracker:
     """Tracking switched off: every call does nothing."""
 
@@ -54,6 +75,9 @@ class NullTracker:
 
     def find_runs(self, filter_string: str) -> list:
         return []
+
+    def read_table(self, run_id, artifact_file):
+        return None
 
     def get_run(self, run_id):
         return None
@@ -116,6 +140,9 @@ class MlflowTracker(NullTracker):
 
     def get_run(self, run_id):
         return self.client.get_run(run_id)
+
+    def read_table(self, run_id, artifact_file):
+        return read_table(self.client, run_id, artifact_file)
 
 
 def make_tracker(enabled: bool, experiment: str, tracking_uri: str | None):

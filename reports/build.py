@@ -14,7 +14,7 @@ import pandas as pd
 from moalign.data import atomic_path
 from moalign.pareto.front import hypervolume, reference_point
 from reports import plots
-from reports.collect import Search, load_searches
+from reports.collect import Search, load_searches, policy_label
 
 N_SAMPLE_PROMPTS = 3
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -62,7 +62,7 @@ def _samples_side_by_side(search: Search) -> pd.DataFrame | None:
         if len(front):
             best = front[name].idxmax() if search.directions[name] == "maximize" else front[name].idxmin()
             row = pol.loc[best]
-            picks[f"best {name}"] = f"{row['role']} w=({row['weights'].replace('0000', '0')})"
+            picks[f"best {name}"] = policy_label(row["role"], row["weights"])
     columns = {}
     for title, label in picks.items():
         table = search.samples.get(label)

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
 from moalign.errors import MoalignError
+from moalign.tracking import read_table
 
 
 @dataclass
@@ -24,19 +23,11 @@ class Search:
     samples: dict = field(default_factory=dict)  # label -> eval samples DataFrame
 
 
-def _table_artifact(client, run_id: str, path: str) -> pd.DataFrame | None:
-    """A table logged with `log_table` (JSON with columns and data), or None if absent."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = client.download_artifacts(run_id, path, tmp)
-        except Exception:  # MLflow raises several types for a missing artifact
-            return None
-        data = json.loads(Path(local).read_text())
-    return pd.DataFrame(data["data"], columns=data["columns"])
+def policy_label(role: str, weights: str) -> str:
+    """'trained', '0.7500,0.2500' -> 'trained w=0.75/0.25' (the key of curves and samples)."""
+    from reports.plots import weights_label
 
-
-def _label(role: str, weights: str) -> str:
-    return role if not weights else f"{role} w=({weights.replace('0000', '0')})"
+    return role if not weights else f"{role} {weights_label(weights)}"
 
 
 def load_search(client, parent) -> Search:
@@ -60,7 +51,7 @@ def load_search(client, parent) -> Search:
                "wall_time_s": metrics.get("train_wall_time_s", metrics.get("eval_wall_time_s", 0.0))}
         row.update({k[5:]: v for k, v in metrics.items() if k.startswith("eval/")})
         rows.append(row)
-        label = _label(role, wkey)
+        label = policy_label(role, wkey)
         if role == "trained":
             history = {}
             for key in ["reward/total", "kl"] + [f"rewards/{o}/mean" for o in objectives]:
@@ -68,7 +59,7 @@ def load_search(client, parent) -> Search:
                 if points:
                     history[key] = pd.Series({p.step: p.value for p in points})
             curves[label] = pd.DataFrame(history).sort_index()
-        table = _table_artifact(client, child.info.run_id, "eval_samples.json")
+        table = read_table(client, child.info.run_id, "eval_samples.json")
         if table is not None:
             samples[label] = table
     policies = pd.DataFrame(rows)

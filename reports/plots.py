@@ -67,9 +67,9 @@ def parallel_coordinates_figure(table: pd.DataFrame, objectives: Sequence[str], 
         data[c] = (data[c] - lo) / (hi - lo) if hi > lo else 0.5
         if directions[c] == "minimize":
             data[c] = 1 - data[c]
-    data["policy"] = [f"{r} {w}".strip() for r, w in zip(table["role"], table["weights"])]
+    data["policy"] = [f"{r} {weights_label(w) if w else ''}".strip() for r, w in zip(table["role"], table["weights"])]
     fig, ax = plt.subplots(figsize=(1.8 * len(objectives) + 3, 4))
-    pd.plotting.parallel_coordinates(data, "policy", ax=ax, colormap="viridis", alpha=0.8)
+    pd.plotting.parallel_coordinates(data, "policy", ax=ax, colormap="tab20", alpha=0.85, linewidth=1.5)
     ax.set_ylabel("normalised score (1 = best seen)")
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()

@@ -58,6 +58,7 @@ def test_pipeline_leaves_searches_and_a_report(pipeline_run, monkeypatch):
     # the grid's extremes are the soups' endpoints (same training config): reused, not retrained
     reused = [c for c in children if "moalign.reused_from" in c.data.tags]
     assert len(reused) == 2 and all(c.data.metrics["train_steps"] == 6 for c in reused)
+    assert all("eval_samples.json" in {a.path for a in client.list_artifacts(c.info.run_id)} for c in reused)
     html = (pipeline_run / "report" / "report.html").read_text()
     for section in ("Pareto fronts", "All objectives", "Hypervolume per search", "Learning curves: soups",
                     "Policies: grid", "Sample generations: soups"):

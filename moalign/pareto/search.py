@@ -128,6 +128,9 @@ def _reuse(tracker, children, key, role, weights, names, thash, tags):
                                    children.parent_id)
         tracker.log_params(run_id, {"reward.weights": [float(w) for w in weights]})
         tracker.log_metrics(run_id, [(0, metrics)])
+        samples = tracker.read_table(run.info.run_id, "eval_samples.json")
+        if samples is not None:
+            tracker.log_table(run_id, samples, "eval_samples.json")
         tracker.end_run(run_id, "FINISHED")
         return _row_from_run(tracker.get_run(run_id), key, role, names, weights)
     return None

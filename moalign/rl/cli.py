@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -32,15 +31,17 @@ def config_of_run(run_id: str, tracking_uri: str | None) -> tuple[TrainConfig, P
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from moalign.tracking import resolve_tracking_uri
+    from moalign.tracking import read_artifact_text, resolve_tracking_uri
 
     client = MlflowClient(resolve_tracking_uri(tracking_uri))
     try:
         run = client.get_run(run_id)
-        with tempfile.TemporaryDirectory() as tmp:
-            data = yaml.safe_load(Path(client.download_artifacts(run_id, "config.yaml", tmp)).read_text())
     except MlflowException as exc:
         raise MoalignError(f"--resume {run_id}: {exc.message.splitlines()[0]}") from None
+    text = read_artifact_text(client, run_id, "config.yaml")
+    if text is None:
+        raise MoalignError(f"--resume {run_id}: the run has no config.yaml (was it started by moalign train?)")
+    data = yaml.safe_load(text)
     config = from_dict(TrainConfig, data)
     checkpoint = Path(run.data.tags.get("moalign.checkpoint_dir", Path(config.output_dir) / run_id / "checkpoint"))
     if not (checkpoint / "state.pt").is_file():
