@@ -205,7 +205,7 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
                initial=start_step, total=config.optim.steps)
     try:
         for step in bar:
-            t0 = time.perf_counter()
+            step_start = t0 = time.perf_counter()
             rows = prompts_for_step(len(train_records), config.sampling.prompts_per_step, step, config.seed)
             policy.model.eval()  # no dropout while sampling
             rollout = generate(policy.model, policy.tokenizer, [train_records[i]["prompt"] for i in rows],
@@ -226,7 +226,7 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             if kl_control:
                 kl_control.update(update["kl"])
             n_tokens = int(rollout.completion_mask.sum())
-            step_time = time.perf_counter() - t0 + t_generate + t_score
+            step_time = time.perf_counter() - step_start
             metrics.update(update)
             metrics.update({"time/generate": t_generate, "time/score": t_score, "time/step": step_time,
                             "tokens_per_s": n_tokens / step_time, "samples_per_s": len(rollout.texts) / step_time,
@@ -241,6 +241,11 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
                 raise MoalignError(f"step {step}: loss is not finite; lower optim.lr or raise algorithm.kl_coef")
             if step % config.checkpoint_every == 0 or step == config.optim.steps:
                 checkpoint(step)
+        bar.close()
+        adapter_dir = run_dir / "adapter"
+        policy.save(adapter_dir)
+        scores, samples = evaluate_policy(policy.model, policy.tokenizer, eval_records, eval_objectives,
+                                          config.sampling, config.model.use_chat_template, seed=config.seed)
     except KeyboardInterrupt:
         done = history[-1]["step"] if history else start_step  # the last completed step
         if done > start_step:
@@ -255,10 +260,6 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
     finally:
         bar.close()
 
-    adapter_dir = run_dir / "adapter"
-    policy.save(adapter_dir)
-    scores, samples = evaluate_policy(policy.model, policy.tokenizer, eval_records, eval_objectives, config.sampling,
-                                      config.model.use_chat_template, seed=config.seed)
     eval_scores = {name: float(scores[name].mean()) for name in scores.columns}
     wall_time = time.perf_counter() - started
     tracker.log_metrics(run_id, [(config.optim.steps, {**{f"eval/{k}": v for k, v in eval_scores.items()},
