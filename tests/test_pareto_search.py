@@ -131,3 +131,17 @@ def test_resumed_search_trains_nothing_twice(tiny_llama, in_tmp, monkeypatch):
     resumed = client.get_metric_history(after["train:0.5000,0.5000"].info.run_id, "loss")
     assert sorted(m.step for m in resumed) == list(range(1, 9))
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+def test_soups_search_without_tracking_keeps_endpoints_apart(tiny_llama, in_tmp):
+    config = search_config(tiny_llama, in_tmp, "soups", steps=8)
+    config.train.tracking.enabled = False
+    result = moalign.search(config)
+    trained = result.policies[result.policies["role"] == "trained"]
+    assert result.parent_run_id is None and len(set(trained["adapter_dir"])) == 2
+    soups = result.policies[result.policies["role"] == "soup"].set_index("weights")
+    ends = trained.set_index("weights")
+    for w in ("1.0000,0.0000", "0.0000,1.0000"):  # greedy evaluation of an exact endpoint soup = the endpoint
+        assert soups.loc[w, "good"] == pytest.approx(ends.loc[w, "good"])
+        assert soups.loc[w, "bad"] == pytest.approx(ends.loc[w, "bad"])
+    assert not (in_tmp / "mlflow.db").exists()

@@ -12,6 +12,7 @@ import hashlib
 import math
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -161,7 +162,7 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         tracker.resume_run(run_id)
     else:
         run_id = tracker.start_run(config.tracking.run_name, tags, parent_run_id)
-    run_dir = Path(config.output_dir) / (run_id or f"run-{step_seed(config.seed, 0):08x}")
+    run_dir = Path(config.output_dir) / (run_id or f"untracked-{uuid.uuid4().hex[:12]}")
     checkpoint_dir = run_dir / "checkpoint"
     resume_state = load_checkpoint_state(checkpoint_dir) if resume_run_id else None
     if not resume_run_id:
