@@ -6,6 +6,8 @@ nested dicts onto them, naming the full key path (and the file) of whatever is w
 from __future__ import annotations
 
 import dataclasses
+import re
+import types
 import typing
 from pathlib import Path
 from typing import Any, Iterable
@@ -15,13 +17,31 @@ import yaml
 from moalign.errors import ConfigError, MoalignError
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2 floats: PyYAML reads `2e-4` as a string, which no one means in a config."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
 def load_yaml(path: str | Path) -> dict:
     """A YAML mapping from `path`; syntax errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise MoalignError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -43,7 +63,10 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key=value")
-        value = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = parse_yaml(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -59,6 +82,25 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
 
 def _is_dataclass_type(tp) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+_SCALARS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _check_scalar(tp, value, key: str):
+    """Reject a value of the wrong basic type (`lr: fast`), naming the key; ints pass as floats."""
+    options = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    if value is None and type(None) in options:
+        return value
+    basics = [t for t in options if t in _SCALARS]
+    if not basics or len(basics) != len([t for t in options if t is not type(None)]):
+        return value  # lists, dicts, Any: validated by the dataclass itself
+    for t in basics:
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, t) and not (t is int and isinstance(value, bool)):
+            return value
+    raise ConfigError(f"{key}: expected {' or '.join(_SCALARS[t] for t in basics)}, got {value!r}")
 
 
 def from_dict(cls, data: dict | None, where: str = ""):
@@ -80,6 +122,8 @@ def from_dict(cls, data: dict | None, where: str = ""):
         tp = hints.get(name)
         if _is_dataclass_type(tp) and (value is None or isinstance(value, dict)):
             value = from_dict(tp, value, f"{prefix}{name}")
+        elif tp is not None:
+            value = _check_scalar(tp, value, f"{prefix}{name}")
         kwargs[name] = value
     try:
         return cls(**kwargs)

@@ -89,3 +89,19 @@ def test_bad_weights_flag_and_yaml_syntax(tmp_path, capsys):
     assert f"{path}:" in capsys.readouterr().err
     assert main(["train", "--weights", "a,b"]) == 2
     assert "--weights" in capsys.readouterr().err
+
+
+def test_yaml_and_set_read_exponent_floats_and_check_types(tmp_path):
+    from moalign.config import apply_overrides, from_dict
+    from moalign.errors import ConfigError
+    from moalign.rl.cli import build_config
+    from moalign.rl.config import TrainConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: x.jsonl}\noptim: {lr: 2e-4, steps: 3}\n")
+    config = build_config(str(path), overrides=["algorithm.kl_coef=1e-3"])
+    assert config.optim.lr == 2e-4 and config.algorithm.kl_coef == 1e-3
+    with pytest.raises(ConfigError, match="optim.lr: expected a number, got 'fast'"):
+        from_dict(TrainConfig, apply_overrides({"data": {"train": "x"}}, ["optim.lr=fast"]))
+    with pytest.raises(ConfigError, match="optim.steps: expected an integer, got 2.5"):
+        from_dict(TrainConfig, {"data": {"train": "x"}, "optim": {"steps": 2.5}})
