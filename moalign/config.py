@@ -10,7 +10,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import yaml
 

@@ -30,7 +30,8 @@ def mlflow_server(tmp_path, timeout: float = 90.0):
                 break
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"mlflow server did not start: {(tmp_path / 'mlflow_server.log').read_text()[-2000:]}")
+                    log_text = (tmp_path / 'mlflow_server.log').read_text()[-2000:]
+                    raise RuntimeError(f"mlflow server did not start: {log_text}") from None
                 time.sleep(0.5)
         yield url
     finally:

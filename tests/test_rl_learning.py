@@ -1,5 +1,4 @@
 """Learning happens, the KL anchor holds, and weights steer (tiny Llama, CPU, fixed seeds)."""
-import numpy as np
 import pytest
 
 import moalign

@@ -1,6 +1,5 @@
 """MLflow records (SQLite default and a real server), resume without duplicate steps, Ctrl-C."""
 import json
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient

@@ -1,7 +1,6 @@
 """`moalign train`: YAML config + `--weights` + `--set` overrides, or `--resume RUN_ID`."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import yaml

@@ -117,6 +117,7 @@ class OptimConfig:
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
     micro_batch_size: int = 16  # samples per forward/backward; gradients accumulate over a step
+    share_prompt_prefix: bool = True  # run each group's shared prompt through the network once
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
 
     def __post_init__(self):

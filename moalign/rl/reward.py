@@ -1,7 +1,6 @@
 """The multi-objective reward: score samples, normalise, scalarise under weights, penalise."""
 from __future__ import annotations
 
-import numpy as np
 
 from moalign.objective import Batch
 from moalign.registry import build_objectives, get_objective

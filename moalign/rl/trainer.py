@@ -30,7 +30,7 @@ from moalign.rl.config import TrainConfig
 from moalign.rl.evaluation import batch_for, evaluate_policy
 from moalign.rl.policy import Policy
 from moalign.rl.reward import MultiObjectiveReward
-from moalign.rl.sampling import completion_logprobs, generate
+from moalign.rl.sampling import completion_logprobs, generate, grouped_completion_logprobs
 from moalign.tracking import make_tracker
 
 
@@ -91,19 +91,26 @@ def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainCon
     """KL-anchored, optionally clipped policy-gradient update on one step's samples."""
     algo, optim = config.algorithm, config.optim
     device, T, temp = policy.device, rollout.n_completion, config.sampling.temperature
+    G = config.sampling.num_generations
     ids, attn = rollout.input_ids.to(device), rollout.attention_mask.to(device)
     mask = rollout.completion_mask.to(device).float()
     n_tokens = mask.sum().clamp(min=1)
-    chunks = [slice(i, i + optim.micro_batch_size) for i in range(0, ids.shape[0], optim.micro_batch_size)]
+    rows = max(1, optim.micro_batch_size // G) * G  # micro-batches hold whole groups
+    chunks = [slice(i, i + rows) for i in range(0, ids.shape[0], rows)]
     timings = {}
+
+    def logprobs(model, c, with_entropy=False):
+        if optim.share_prompt_prefix and G > 1:
+            return grouped_completion_logprobs(model, ids[c], attn[c], T, G, temp, with_entropy)
+        return completion_logprobs(model, ids[c], attn[c], T, temp, with_entropy)
 
     t0 = time.perf_counter()
     with torch.no_grad(), policy.autocast(optim.bf16), policy.as_reference() as reference:
-        ref_lp = torch.cat([completion_logprobs(reference, ids[c], attn[c], T, temp)[0] for c in chunks])
+        ref_lp = torch.cat([logprobs(reference, c)[0] for c in chunks])
     old_lp = None
     if algo.kl_in_reward or algo.inner_epochs > 1:  # the sampling policy's log-probs, before any update
         with torch.no_grad(), policy.autocast(optim.bf16):
-            old_lp = torch.cat([completion_logprobs(policy.model, ids[c], attn[c], T, temp)[0] for c in chunks])
+            old_lp = torch.cat([logprobs(policy.model, c)[0] for c in chunks])
     timings["time/reference"] = time.perf_counter() - t0
 
     if algo.kl_in_reward and kl_coef > 0:
@@ -118,7 +125,7 @@ def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainCon
     for epoch in range(algo.inner_epochs):
         for c in chunks:
             with policy.autocast(optim.bf16):
-                logp, entropy = completion_logprobs(policy.model, ids[c], attn[c], T, temp, with_entropy=epoch == 0)
+                logp, entropy = logprobs(policy.model, c, with_entropy=epoch == 0)
             m = mask[c]
             ratio = torch.exp(logp - (old_lp[c] if old_lp is not None else logp.detach()))
             pg = -ratio * adv[c]
