@@ -93,3 +93,15 @@ def test_prompt_prefix_sharing_does_not_change_the_update(tiny_llama, tmp_path):
     # micro-batches round down to whole groups of 4: 4 rows each, same step-1 samples, same update
     np.testing.assert_allclose(shared.loc[0, ["loss", "kl", "entropy", "grad_norm"]].astype(float),
                                full.loc[0, ["loss", "kl", "entropy", "grad_norm"]].astype(float), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("scalarizer", ["chebyshev", "augmented_chebyshev", "pbi"])
+@pytest.mark.parametrize("normalization", ["running", "fixed"])
+def test_every_scalarizer_trains(scalarizer, normalization, tiny_llama, tmp_path):
+    data = write_prompts(tmp_path / "p.jsonl")
+    reward = RewardConfig(objectives={"good": {"type": "word_share"}, "verbosity": {}}, weights=[0.8, 0.2],
+                          scalarizer=scalarizer, normalization=normalization,
+                          ranges={"good": [0, 1], "verbosity": [0, 10]})
+    history = moalign.train(tiny_config(tiny_llama, data, tmp_path, reward=reward, optim=OptimConfig(steps=3))).history
+    assert np.isfinite(history[["reward/total", "loss", "grad_norm"]].to_numpy()).all()
+    assert history["advantage_std"].iloc[0] > 0  # the scalarized reward separates samples

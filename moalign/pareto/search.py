@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from moalign.pareto.config import SearchConfig
 from moalign.pareto.front import expected_utility, hypervolume, non_dominated, reference_point
@@ -219,7 +220,7 @@ def run_search(config: SearchConfig, tracker=None) -> SearchResult:
                 from moalign.pareto.soups import AdapterSoup
 
                 soup = AdapterSoup(train_cfg.model, [r["adapter_dir"] for r in endpoints])
-                for w in pending:
+                for w in tqdm(pending, desc="soups", disable=not train_cfg.progress):
                     key = f"soup:{weights_key(w)}"
                     with soup.mixed(w) as model:
                         rows.append(_evaluate_child(tracker, children, key, "soup", w, names, model, soup.tokenizer,
