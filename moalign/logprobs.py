@@ -18,14 +18,24 @@ def pack(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: i
     return input_ids, attention, completion
 
 
-def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0):
-    """log p(x_t | x_<t) for t >= 1, shape [B, T-1]; position t-1 scores token t.
+def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False):
+    """log p(targets) under `logits` [..., V] (and the entropy of each distribution if asked).
 
-    Gathers before normalising with logsumexp, so the [B, T, V] log-softmax is never stored.
+    Gathers before normalising with logsumexp, so the [..., V] log-softmax is never stored.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+    logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
-    logits = logits.float()
-    target = input_ids[:, 1:].unsqueeze(-1)
-    return logits.gather(-1, target).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    lse = torch.logsumexp(logits, -1)
+    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+    if not with_entropy:
+        return logp, None
+    with torch.no_grad():
+        entropy = lse - (torch.softmax(logits, -1) * logits).sum(-1)
+    return logp, entropy
+
+
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """log p(x_t | x_<t) for t >= 1, shape [B, T-1]; position t-1 scores token t (right padding)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+    return gather_logprobs(logits, input_ids[:, 1:])[0]

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from moalign.logprobs import gather_logprobs
 from moalign.models import format_prompt
 
 
@@ -68,18 +69,8 @@ def completion_logprobs(model, input_ids, attention_mask, n_completion: int, tem
     """
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   logits_to_keep=n_completion + 1, use_cache=False).logits[:, :-1].float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    target = input_ids[:, -n_completion:].unsqueeze(-1)
-    lse = torch.logsumexp(logits, -1)
-    logp = logits.gather(-1, target).squeeze(-1) - lse
-    if not with_entropy:
-        return logp, None
-    with torch.no_grad():
-        probs = torch.softmax(logits, -1)
-        entropy = lse - (probs * logits).sum(-1)
-    return logp, entropy
+                   logits_to_keep=n_completion + 1, use_cache=False).logits[:, :-1]
+    return gather_logprobs(logits, input_ids[:, -n_completion:], temperature, with_entropy)
 
 
 def grouped_completion_logprobs(model, input_ids, attention_mask, n_completion: int, group_size: int,
@@ -103,13 +94,4 @@ def grouped_completion_logprobs(model, input_ids, attention_mask, n_completion: 
         rest = model(input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1], position_ids=c_pos,
                      past_key_values=cache, use_cache=True).logits
         logits = torch.cat([logits, rest], 1)
-    logits = logits.float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    lse = torch.logsumexp(logits, -1)
-    logp = logits.gather(-1, input_ids[:, P:].unsqueeze(-1)).squeeze(-1) - lse
-    if not with_entropy:
-        return logp, None
-    with torch.no_grad():
-        entropy = lse - (torch.softmax(logits, -1) * logits).sum(-1)
-    return logp, entropy
+    return gather_logprobs(logits, input_ids[:, P:], temperature, with_entropy)
