@@ -94,3 +94,9 @@ def test_ctrl_c_then_resume_logs_every_step_once(tiny_llama, in_tmp):
     ref = {m.step: m.value for m in MlflowClient(resolve_tracking_uri()).get_metric_history(reference.run_id, "rewards/good/mean")}
     got = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "rewards/good/mean")}
     assert got == pytest.approx(ref, abs=1e-6)
+
+
+def test_finished_run_keeps_its_adapter_and_drops_its_checkpoint(tiny_llama, in_tmp):
+    result = moalign.train(tracked_config(tiny_llama, in_tmp, steps=2))
+    assert (result.adapter_dir / "adapter_config.json").is_file()
+    assert not (result.run_dir / "checkpoint").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 import sys
 import time
 import uuid
@@ -276,5 +277,6 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
     if config.tracking.log_adapter:
         tracker.log_artifacts(run_id, adapter_dir, "adapter")
     tracker.end_run(run_id, "FINISHED")
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # only an unfinished run needs it; the adapter stays
     return TrainResult(run_id, run_dir, adapter_dir, config.optim.steps, eval_scores, pd.DataFrame(history),
                        samples, wall_time, "FINISHED")
