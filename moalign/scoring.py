@@ -40,4 +40,4 @@ def summarize(scores: pd.DataFrame) -> pd.DataFrame:
         std = float(values.std(ddof=1)) if n > 1 else 0.0
         half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else 0.0
         rows[column] = {"mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half, "n": n}
-    return pd.DataFrame(rows).T
+    return pd.DataFrame(rows).T.astype({"n": int})
