@@ -46,3 +46,14 @@ def test_register_objective_in_process():
 def test_missing_field_names_objective_and_field():
     with pytest.raises(MoalignError, match="objective 'bleu' needs the field 'references'"):
         score([{"prompt": "p", "completion": "c"}], ["bleu"])
+
+
+def test_summary_mean_std_and_student_t_interval():
+    import pandas as pd
+
+    from moalign import summarize
+
+    row = summarize(pd.DataFrame({"x": [1.0, 2.0, 3.0]})).loc["x"]
+    half = 4.302652729911275 / 3 ** 0.5  # t(0.975, df=2) * std / sqrt(n), std = 1
+    assert (row["mean"], row["std"], row["n"]) == (2.0, 1.0, 3)
+    assert row["ci95_low"] == pytest.approx(2 - half) and row["ci95_high"] == pytest.approx(2 + half)
