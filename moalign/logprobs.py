@@ -1,21 +1,36 @@
-"""Per-token log-probabilities of completions: shared by the likelihood objective and RL."""
+"""Log-probabilities of completions given prompts: shared by the likelihood objective and RL.
+
+Prompts are often most of the tokens and are shared (RL samples several completions a prompt),
+so `shared_prompt_logprobs` runs each prompt through the network once and reuses its key/value
+cache for every completion of that prompt; gradients flow back through the shared prompt.
+"""
 from __future__ import annotations
 
 import torch
 
 
-def pack(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int):
-    """Right-padded `input_ids`, `attention_mask` and a mask of the completion tokens."""
-    lengths = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)]
-    width = max(lengths)
-    input_ids = torch.full((len(lengths), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(lengths), width), dtype=torch.long)
-    completion = torch.zeros((len(lengths), width), dtype=torch.bool)
-    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
-        input_ids[i, : len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
-        attention[i, : len(p) + len(c)] = 1
-        completion[i, len(p) : len(p) + len(c)] = True
-    return input_ids, attention, completion
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, L] ids and attention mask, padded on the left (so every row ends at the same position)."""
+    width = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, L] ids and attention mask, padded on the right."""
+    width = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = 1
+    return ids, mask
 
 
 def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False):
@@ -35,7 +50,25 @@ def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: fl
     return logp, entropy
 
 
-def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-    """log p(x_t | x_<t) for t >= 1, shape [B, T-1]; position t-1 scores token t (right padding)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
-    return gather_logprobs(logits, input_ids[:, 1:])[0]
+def shared_prompt_logprobs(model, prompt_ids, prompt_mask, rows, completion_ids, completion_mask,
+                           temperature: float = 1.0, with_entropy: bool = False):
+    """log p of every completion token, [N, T] (and entropies if asked), each prompt run once.
+
+    `prompt_ids`/`prompt_mask` [B, P] are left-padded; `rows` [N] gives each completion's prompt;
+    `completion_ids`/`completion_mask` [N, T] are right-padded. Position ids follow the masks, as
+    in generation. Values at masked completion positions are meaningless.
+    """
+    T = completion_ids.shape[1]
+    prompt_pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos, use_cache=True,
+                logits_to_keep=1)
+    logits = out.logits[rows, -1:]  # the last prompt position predicts completion token 0
+    if T > 1:
+        cache = out.past_key_values
+        cache.batch_select_indices(rows)  # one copy of the prompt's cache per completion
+        positions = prompt_pos[rows, -1:] + torch.arange(1, T, device=completion_ids.device)
+        attention = torch.cat([prompt_mask[rows], completion_mask[:, :-1]], 1)
+        rest = model(input_ids=completion_ids[:, :-1], attention_mask=attention, position_ids=positions,
+                     past_key_values=cache, use_cache=True).logits
+        logits = torch.cat([logits, rest], 1)
+    return gather_logprobs(logits, completion_ids, temperature, with_entropy)

@@ -43,24 +43,30 @@ class Likelihood(Objective):
     def _score(self, batch: Batch) -> np.ndarray:
         import torch
 
-        from moalign.logprobs import pack, token_logprobs
+        from moalign.logprobs import left_pad, right_pad, shared_prompt_logprobs
         from moalign.models import cached_tokenizer, frozen_causal_lm
 
         tokenizer = cached_tokenizer(self.model)
         model = frozen_causal_lm(self.model, self.device)
-        prompts, completions = self._token_ids(tokenizer, batch)
-        # Sort by length so each mini-batch pads little; restore the order at the end.
-        order = np.argsort([len(p) + len(c) for p, c in zip(prompts, completions)])
-        values = np.zeros(len(batch))
         device = next(model.parameters()).device
+        prompts, completions = self._token_ids(tokenizer, batch)
+        keys = [tuple(p) for p in prompts]
+        # Samples sorted by prompt: a prompt's completions share one mini-batch (and one prompt
+        # pass), and neighbouring prompts have similar lengths, so little padding.
+        order = sorted(range(len(batch)), key=lambda i: (len(keys[i]), keys[i]))
+        values = np.zeros(len(batch))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            ids, attention, mask = pack([prompts[i] for i in idx], [completions[i] for i in idx], tokenizer.pad_token_id)
+            unique = list(dict.fromkeys(keys[i] for i in idx))
+            rows = torch.tensor([unique.index(keys[i]) for i in idx], device=device)
+            p_ids, p_mask = left_pad([list(k) for k in unique], tokenizer.pad_token_id)
+            c_ids, c_mask = right_pad([completions[i] for i in idx], tokenizer.pad_token_id)
+            if c_ids.shape[1] == 0:  # only empty completions: log-prob of nothing
+                continue
             with torch.inference_mode():
-                lp = token_logprobs(model, ids.to(device), attention.to(device)).cpu()
-            mask = mask[:, 1:]
-            total = (lp * mask).sum(-1)
-            count = mask.sum(-1)
-            out = total if self.reduce == "sum" else total / count.clamp(min=1)
+                lp = shared_prompt_logprobs(model, p_ids.to(device), p_mask.to(device), rows,
+                                            c_ids.to(device), c_mask.to(device))[0].cpu()
+            total = (lp * c_mask).sum(-1)
+            out = total if self.reduce == "sum" else total / c_mask.sum(-1).clamp(min=1)
             values[idx] = out.double().numpy()
         return values

@@ -168,3 +168,14 @@ def test_score_returns_one_column_per_objective_with_aliases():
                   {"words": {"type": "verbosity"}, "chars": {"type": "verbosity", "unit": "chars"}})
     assert list(frame.columns) == ["words", "chars"]
     assert frame.iloc[0].tolist() == [2.0, 7.0]
+
+
+def test_likelihood_with_shared_prompts_equals_one_sample_at_a_time(tiny_llama):
+    prompts = ["the cat", "the cat", "a dog is very", "the cat", "sun"]
+    completions = ["sat on the mat", "was good", "good", "", "is green and blue"]
+    batch = Batch(prompts=prompts, completions=completions)
+    together = get_objective("likelihood", model=tiny_llama, reduce="sum", batch_size=5).score(batch)
+    alone = [get_objective("likelihood", model=tiny_llama, reduce="sum").score(Batch(prompts=[p], completions=[c]))[0]
+             for p, c in zip(prompts, completions)]
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+    assert together[3] == 0.0

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from moalign.logprobs import gather_logprobs
+from moalign.logprobs import gather_logprobs, shared_prompt_logprobs
 from moalign.models import format_prompt
 
 
@@ -75,23 +75,9 @@ def completion_logprobs(model, input_ids, attention_mask, n_completion: int, tem
 
 def grouped_completion_logprobs(model, input_ids, attention_mask, n_completion: int, group_size: int,
                                 temperature: float = 1.0, with_entropy: bool = False):
-    """Same values as `completion_logprobs`, computing each group's shared prompt once.
-
-    The rows of a group share one prompt (often most of the tokens), so the prompt goes through
-    the network once per group; its key/value cache is repeated for the group's completions, and
-    gradients from every completion flow back through the shared prompt activations.
-    """
-    T, G = n_completion, group_size
-    P = input_ids.shape[1] - T
-    p_ids, p_mask = input_ids[::G, :P], attention_mask[::G, :P]
-    p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
-    logits = out.logits[:, -1:].repeat_interleave(G, 0)  # the last prompt position predicts token 0
-    if T > 1:
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(G)
-        c_pos = p_pos[:, -1:].repeat_interleave(G, 0) + torch.arange(1, T, device=input_ids.device)
-        rest = model(input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1], position_ids=c_pos,
-                     past_key_values=cache, use_cache=True).logits
-        logits = torch.cat([logits, rest], 1)
-    return gather_logprobs(logits, input_ids[:, P:], temperature, with_entropy)
+    """Same values as `completion_logprobs` for a rollout whose groups of `group_size` rows share
+    a prompt: each prompt goes through the network once (see `shared_prompt_logprobs`)."""
+    P = input_ids.shape[1] - n_completion
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device) // group_size
+    return shared_prompt_logprobs(model, input_ids[::group_size, :P], attention_mask[::group_size, :P], rows,
+                                  input_ids[:, P:], attention_mask[:, P:], temperature, with_entropy)
