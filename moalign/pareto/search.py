@@ -183,7 +183,9 @@ def run_search(config: SearchConfig, tracker=None) -> SearchResult:
                                        "steps_per_run": train_cfg.optim.steps})
     existing = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent_id}'") if parent_id else []
     children = _Children(tracker, parent_id, existing)
-    tags = lambda key, role: {"moalign.key": key, "moalign.role": role, "moalign.search_id": sid}  # noqa: E731
+
+    def tags(key: str, role: str) -> dict:
+        return {"moalign.key": key, "moalign.role": role, "moalign.search_id": sid}
 
     rows = []
     try:
