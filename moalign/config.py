@@ -132,6 +132,3 @@ def from_dict(cls, data: dict | None, where: str = ""):
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where or cls.__name__}: {exc}") from None
 
-
-def to_dict(obj) -> dict:
-    return dataclasses.asdict(obj)

@@ -43,7 +43,7 @@ class Likelihood(Objective):
     def _score(self, batch: Batch) -> np.ndarray:
         import torch
 
-        from moalign.logprobs import left_pad, right_pad, shared_prompt_logprobs
+        from moalign.logprobs import pad, shared_prompt_logprobs
         from moalign.models import cached_tokenizer, frozen_causal_lm
 
         tokenizer = cached_tokenizer(self.model)
@@ -59,8 +59,8 @@ class Likelihood(Objective):
             idx = order[start : start + self.batch_size]
             unique = list(dict.fromkeys(keys[i] for i in idx))
             rows = torch.tensor([unique.index(keys[i]) for i in idx], device=device)
-            p_ids, p_mask = left_pad([list(k) for k in unique], tokenizer.pad_token_id)
-            c_ids, c_mask = right_pad([completions[i] for i in idx], tokenizer.pad_token_id)
+            p_ids, p_mask = pad([list(k) for k in unique], tokenizer.pad_token_id, left=True)
+            c_ids, c_mask = pad([completions[i] for i in idx], tokenizer.pad_token_id)
             if c_ids.shape[1] == 0:  # only empty completions: log-prob of nothing
                 continue
             with torch.inference_mode():

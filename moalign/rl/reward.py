@@ -5,7 +5,7 @@ from __future__ import annotations
 from moalign.objective import Batch
 from moalign.registry import build_objectives, get_objective
 from moalign.rl.config import RewardConfig
-from moalign.scalarization import make_normalizer, make_scalarizer, parse_constraint, to_minimize, validate_weights
+from moalign.scalarization import Scalarizer, make_normalizer, parse_constraint, to_minimize, validate_weights
 from moalign.scoring import score
 
 
@@ -26,7 +26,7 @@ class MultiObjectiveReward:
         self.constraint_only = {c.objective: get_objective(c.objective) for c in self.constraints
                                 if c.objective not in self.objectives}
         self.normalizer = make_normalizer(config.normalization, self.names, config.ranges)
-        self.scalarizer = make_scalarizer(config.scalarizer, self.weights, config.pbi_theta, config.augment_rho)
+        self.scalarizer = Scalarizer(config.scalarizer, self.weights, config.pbi_theta, config.augment_rho)
 
     @property
     def all_objectives(self) -> dict:

@@ -45,7 +45,6 @@ class TrainResult:
     history: pd.DataFrame
     eval_samples: pd.DataFrame
     wall_time: float
-    status: str
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -279,4 +278,4 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
     tracker.end_run(run_id, "FINISHED")
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # only an unfinished run needs it; the adapter stays
     return TrainResult(run_id, run_dir, adapter_dir, config.optim.steps, eval_scores, pd.DataFrame(history),
-                       samples, wall_time, "FINISHED")
+                       samples, wall_time)

@@ -2,9 +2,9 @@
 from moalign.scalarization.constraints import Constraint, parse_constraint
 from moalign.scalarization.directions import to_minimize
 from moalign.scalarization.normalizers import FixedRangeNormalizer, IdentityNormalizer, RunningNormalizer, make_normalizer
-from moalign.scalarization.scalarizers import SCALARIZERS, Scalarizer, make_scalarizer, validate_weights
+from moalign.scalarization.scalarizers import SCALARIZERS, Scalarizer, validate_weights
 
 __all__ = [
     "Constraint", "FixedRangeNormalizer", "IdentityNormalizer", "RunningNormalizer", "SCALARIZERS", "Scalarizer",
-    "make_normalizer", "make_scalarizer", "parse_constraint", "to_minimize", "validate_weights",
+    "make_normalizer", "parse_constraint", "to_minimize", "validate_weights",
 ]

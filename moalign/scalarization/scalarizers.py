@@ -64,6 +64,3 @@ class Scalarizer:
     def load_state_dict(self, state: dict) -> None:
         self.ideal = None if state.get("ideal") is None else np.array(state["ideal"])
 
-
-def make_scalarizer(kind: str, weights: np.ndarray, theta: float = 5.0, rho: float = 0.05) -> Scalarizer:
-    return Scalarizer(kind, weights, theta=theta, rho=rho)
