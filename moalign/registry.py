@@ -9,11 +9,13 @@ theirs the same way, and `register_objective` adds one in-process (tests, notebo
 """
 from __future__ import annotations
 
+import posixpath
+import re
 from importlib.metadata import entry_points
 from typing import Any, Mapping
 
 from moalign.errors import ConfigError
-from moalign.objective import Objective, init_params
+from moalign.objective import Objective, check_params, init_params
 
 GROUP = "moalign.objectives"
 _extra: dict[str, type[Objective]] = {}
@@ -28,11 +30,22 @@ def get_objective_names() -> list[str]:
     return sorted(set(_entry_points()) | set(_extra))
 
 
-def register_objective(name: str, cls: type[Objective]) -> None:
-    """Register an objective class under `name` for this process."""
+def register_objective(name_or_cls: str | type[Objective], cls: type[Objective] | None = None) -> None:
+    """Register an objective class for this process, under its declared `name` or the one given.
+
+    >>> class Shout(Objective):
+    ...     name = "shout"
+    >>> register_objective(Shout)
+    >>> "shout" in get_objective_names()
+    True
+    """
+    if cls is None and not isinstance(name_or_cls, str):
+        name_or_cls, cls = getattr(name_or_cls, "name", ""), name_or_cls
     if not (isinstance(cls, type) and issubclass(cls, Objective)):
         raise TypeError(f"{cls!r} is not an Objective subclass")
-    _extra[name] = cls
+    if not name_or_cls:
+        raise ConfigError(f"{cls.__name__} declares no `name`: give one, register_objective(name, cls)")
+    _extra[name_or_cls] = cls
 
 
 def get_objective_class(name: str) -> type[Objective]:
@@ -46,15 +59,37 @@ def get_objective_class(name: str) -> type[Objective]:
 
 
 def get_objective(name: str, **params: Any) -> Objective:
-    """Instantiate objective `name`; an unknown parameter is an error that names it."""
+    """Instantiate objective `name`; an unknown parameter, or a value of the wrong type or range,
+    is a ConfigError naming both. `on_invalid` (error | worst | drop) is accepted by every objective.
+    """
     cls = get_objective_class(name)
+    on_invalid = params.pop("on_invalid", None)
     accepted = init_params(cls)
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ConfigError(
-            f"objective {name!r}: unknown parameter {unknown[0]!r} (accepted: {', '.join(accepted) or 'none'})"
+            f"objective {name!r}: unknown parameter {unknown[0]!r} (accepted: {', '.join(accepted + ['on_invalid'])})"
         )
-    return cls(**params)
+    check_params(cls, params, name)
+    objective = cls(**params)
+    if on_invalid is not None:
+        objective.on_invalid = on_invalid
+    return objective
+
+
+# MLflow's rule for metric keys (mlflow.utils.validation), without the colon that its Windows stores
+# reject: a column becomes the key `rewards/<column>/mean`, so a bad one would fail mid-run.
+_MLFLOW_KEY = re.compile(r"[/\w.\- ]+")
+
+
+def check_column(column: str) -> str:
+    """`column` if MLflow can store it as (part of) a metric key, else ConfigError naming it."""
+    if not (isinstance(column, str) and _MLFLOW_KEY.fullmatch(column)) or posixpath.normpath(column) != column:
+        raise ConfigError(
+            f"objective column {column!r}: MLflow keys allow only letters, digits, '_', '-', '.', ' ' and '/' "
+            "(no leading '/', no '..' or '.' path parts)"
+        )
+    return column
 
 
 def build_objectives(spec: Any) -> dict[str, Objective]:
@@ -64,28 +99,28 @@ def build_objectives(spec: Any) -> dict[str, Objective]:
     instances, or a mapping `{column: {param: value}}` where the optional `type` key picks the
     registered objective (default: the column name), so one objective can appear twice:
     `{"words": {"type": "verbosity", "unit": "words"}, "chars": {"type": "verbosity", "unit": "chars"}}`.
+    Every objective also takes `on_invalid` (`{"chrf": {"on_invalid": "drop"}}`, see Objective);
+    a column must be a name MLflow can store.
     """
     if isinstance(spec, str):
         spec = [s.strip() for s in spec.split(",") if s.strip()]
     if isinstance(spec, Objective):
         spec = [spec]
-    if isinstance(spec, Mapping):
-        out = {}
-        for column, params in spec.items():
-            if isinstance(params, Objective):
-                out[str(column)] = params
-                continue
-            if not isinstance(params, (dict, type(None))):
-                raise ConfigError(f"objectives.{column}: expected a mapping of parameters, got {params!r}")
-            params = dict(params or {})
-            kind = params.pop("type", column)
-            out[str(column)] = get_objective(kind, **params)
-        spec_out = out
-    else:
-        spec_out = {}
-        for item in spec:
-            obj = item if isinstance(item, Objective) else get_objective(str(item))
-            spec_out[obj.name if isinstance(item, Objective) else str(item)] = obj
-    if not spec_out:
+    if not isinstance(spec, Mapping):  # a list: each name (or instance's name) is its column
+        spec = {(item.name if isinstance(item, Objective) else str(item)): (item if isinstance(item, Objective) else None)
+                for item in spec}
+    out = {}
+    for column, params in spec.items():
+        column = check_column(str(column))
+        if isinstance(params, Objective):
+            # built by hand, so get_objective's checks did not run
+            check_params(type(params), {p: getattr(params, p) for p in init_params(type(params))}, params.name)
+            out[column] = params
+            continue
+        if not isinstance(params, (dict, type(None))):
+            raise ConfigError(f"objectives.{column}: expected a mapping of parameters, got {params!r}")
+        params = dict(params or {})
+        out[column] = get_objective(params.pop("type", column), **params)
+    if not out:
         raise ConfigError("no objectives given")
-    return spec_out
+    return out

@@ -3,29 +3,37 @@
 Every member of a group gets a value, so these can be rewards: distinct-n gives the group's
 ratio to each member; self-BLEU and embedding diversity score each member against the others,
 and their group mean is the usual corpus-level figure.
+
+Empty completions: each class says what it gives them. None of these measures quality, so an
+empty completion can look diverse next to non-empty ones; pair diversity with an objective that
+an empty answer loses on (likelihood, overlap, factuality).
 """
 from __future__ import annotations
 
 from functools import lru_cache
 
 import numpy as np
+from sacrebleu.metrics import BLEU
 
-from moalign.errors import ConfigError
 from moalign.objective import MAXIMIZE, MINIMIZE, Batch, Objective
 from moalign.text import words
 
 
 class DistinctN(Objective):
-    """Unique n-grams / all n-grams over the group's completions (Li et al., 2016), in [0, 1]."""
+    """Unique n-grams / all n-grams over the group's completions (Li et al., 2016), in [0, 1].
+
+    An empty completion (or one shorter than n words) adds no n-gram, so it leaves its group's
+    ratio unchanged; a group without any n-gram scores 0, the least diverse value.
+    """
 
     name = "distinct_n"
     direction = MAXIMIZE
     is_group = True
+    bounds = (0.0, 1.0)
+    param_ranges = {"n": (1, None)}
 
     def __init__(self, n: int = 2):
-        if int(n) < 1:
-            raise ConfigError(f"objective 'distinct_n': n must be >= 1, got {n!r}")
-        self.n = int(n)
+        self.n = n
 
     def _score(self, batch: Batch) -> np.ndarray:
         values = np.zeros(len(batch))
@@ -41,27 +49,32 @@ class DistinctN(Objective):
 class SelfBleu(Objective):
     """BLEU of each completion against the other members of its group (Zhu et al., 2018), 0-100.
 
-    Lower is more diverse. A group of one scores 0.
+    Lower is more diverse. A group of one scores 0. An empty completion shares no n-gram with
+    non-empty ones, so it scores 0 there (BLEU's own value); but a copy of another member scores
+    100 even when both are empty, where BLEU of "" against "" would call two empty answers
+    perfectly diverse.
     """
 
     name = "self_bleu"
     direction = MINIMIZE
     is_group = True
+    bounds = (0.0, 100.0)
+    param_choices = {"smooth_method": tuple(BLEU.SMOOTH_DEFAULTS)}
 
     def __init__(self, smooth_method: str = "exp"):
         self.smooth_method = smooth_method
         self._metric = None
 
     def _score(self, batch: Batch) -> np.ndarray:
-        from sacrebleu.metrics import BLEU
-
         if self._metric is None:
             self._metric = BLEU(smooth_method=self.smooth_method, effective_order=True)
         values = np.zeros(len(batch))
         for members in batch.group_indices():
             for i in members:
                 others = [batch.completions[j] for j in members if j != i]
-                if others:
+                if batch.completions[i] in others:
+                    values[i] = 100.0
+                elif others:
                     values[i] = self._metric.sentence_score(batch.completions[i], others).score
         return values
 
@@ -83,16 +96,20 @@ class EmbeddingDiversity(Objective):
     """Mean cosine distance of each completion's embedding to the other members of its group.
 
     Embeddings come from a sentence-transformers model (default: the bundled all-MiniLM-L6-v2).
-    A group of one scores 0.
+    In [0, 2] (cosine distance). A group of one scores 0. An empty completion is embedded like any
+    text (the encoder's vector for no words), which usually lies far from real answers, so next
+    to them it scores as diverse (about 0.95 with the default model); empty copies score 0.
     """
 
     name = "embedding_diversity"
     direction = MAXIMIZE
     is_group = True
+    bounds = (0.0, 2.0)
+    param_ranges = {"batch_size": (1, None)}
 
     def __init__(self, model: str | None = None, batch_size: int = 64, device: str | None = None):
         self.model = model
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
         self.device = device
 
     def _score(self, batch: Batch) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from moalign.errors import ConfigError, MoalignError
-from moalign.objective import MAXIMIZE, MINIMIZE, Batch, Objective
+from moalign.objective import MAXIMIZE, MINIMIZE, Batch, Objective, check_bounds
 
 
 class EvaluateMetric(Objective):
@@ -13,22 +13,27 @@ class EvaluateMetric(Objective):
     The module is called once on the whole batch; if `key` holds one value per sample (as with
     rouge's `use_aggregator=False`) that is the score, otherwise the corpus-level metric is
     computed per sample (one call each, since such modules only return an aggregate).
+
+    `bounds` ([low, high], null for unbounded) are the wrapped metric's range, which only the user
+    knows; they default to unbounded. An empty completion gets whatever the module computes for
+    an empty prediction.
     """
 
     name = "evaluate"
     requires = ("references",)
+    param_choices = {"direction": (MAXIMIZE, MINIMIZE)}
 
     def __init__(self, path: str = "", key: str | None = None, direction: str = MAXIMIZE,
-                 compute_kwargs: dict | None = None, single_reference: bool = False):
+                 compute_kwargs: dict | None = None, single_reference: bool = False,
+                 bounds: tuple[float | None, float | None] = (None, None)):
         if not path:
             raise ConfigError("objective 'evaluate': 'path' (module path or hub name) is required")
-        if direction not in (MAXIMIZE, MINIMIZE):
-            raise ConfigError(f"objective 'evaluate': direction must be maximize|minimize, got {direction!r}")
         self.path = path
         self.key = key
         self.direction = direction  # per instance: it depends on the wrapped metric
         self.compute_kwargs = dict(compute_kwargs or {})
         self.single_reference = single_reference
+        self.bounds = check_bounds(bounds, self.name)
         self._module = None
 
     def _load(self):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from moalign.errors import ConfigError
 from moalign.objective import MAXIMIZE, Batch, Objective
 from moalign.text import split_sentences
 
@@ -13,26 +12,29 @@ class Factuality(Objective):
 
     Support is P(entailment) - P(contradiction) (`mode="e-c"`, in [-1, 1]) or P(entailment)
     (`mode="e"`, in [0, 1]). Labels are found by name in the checkpoint's `config.id2label`,
-    because label orders differ between NLI checkpoints. Empty completions score 0.
+    because label orders differ between NLI checkpoints.
+
+    An empty completion scores the mode's lowest value (-1 for e-c, 0 for e): it asserts nothing
+    the source supports. A neutral 0 in e-c would rank silence above any summary with one
+    contradicted sentence, which rewards saying nothing.
     """
 
     name = "factuality"
     direction = MAXIMIZE
     requires = ("source",)
+    param_choices = {"mode": ("e-c", "e")}
+    param_ranges = {"chunk_sentences": (1, None), "batch_size": (1, None), "max_length": (1, None)}
 
     def __init__(self, model: str = "cross-encoder/nli-deberta-v3-xsmall", mode: str = "e-c",
                  chunk_sentences: int = 1, batch_size: int = 32, max_length: int | None = None,
                  device: str | None = None):
-        if mode not in ("e-c", "e"):
-            raise ConfigError(f"objective 'factuality': mode must be 'e-c' or 'e', got {mode!r}")
-        if int(chunk_sentences) < 1:
-            raise ConfigError("objective 'factuality': chunk_sentences must be >= 1")
         self.model = model
         self.mode = mode
-        self.chunk_sentences = int(chunk_sentences)
-        self.batch_size = int(batch_size)
+        self.chunk_sentences = chunk_sentences
+        self.batch_size = batch_size
         self.max_length = max_length
         self.device = device
+        self.bounds = (-1.0, 1.0) if mode == "e-c" else (0.0, 1.0)
 
     def _chunks(self, source: str) -> list[str]:
         sentences = split_sentences(source) or [source]
@@ -53,7 +55,7 @@ class Factuality(Objective):
                 premises += chunks
                 hypotheses += [sentence] * len(chunks)
                 owner += [(i, j)] * len(chunks)
-        values = np.zeros(len(batch))
+        values = np.full(len(batch), self.bounds[0])  # what a completion without a sentence keeps
         if not premises:
             return values
         probs = predict_probs(model, tokenizer, premises, hypotheses, self.batch_size, self.max_length)

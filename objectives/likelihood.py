@@ -3,27 +3,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from moalign.errors import ConfigError
+from moalign.errors import MoalignError
 from moalign.objective import MAXIMIZE, Batch, Objective
 
 
 class Likelihood(Objective):
-    """Mean (or summed) token log-probability of the completion; prompt tokens are masked.
+    """Mean (or summed) token log-probability of the completion; prompt tokens are masked. <= 0.
 
-    An empty completion scores 0.0 (the log-probability of nothing), not NaN.
+    An empty completion (or one with no tokens) scores log p(EOS | prompt): the model's
+    probability of ending right away, which is what answering nothing costs. Scoring it 0 (the
+    log-probability of no tokens) would make silence the most fluent answer there is.
     """
 
     name = "likelihood"
     direction = MAXIMIZE
+    bounds = (None, 0.0)
+    param_choices = {"reduce": ("mean", "sum")}
+    param_ranges = {"batch_size": (1, None)}
 
     def __init__(self, model: str = "smollm2-135m-instruct", reduce: str = "mean",
                  use_chat_template: bool = True, batch_size: int = 16, device: str | None = None):
-        if reduce not in ("mean", "sum"):
-            raise ConfigError(f"objective 'likelihood': reduce must be 'mean' or 'sum', got {reduce!r}")
         self.model = model
         self.reduce = reduce
         self.use_chat_template = use_chat_template
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
         self.device = device
 
     def _token_ids(self, tokenizer, batch: Batch):
@@ -37,8 +40,15 @@ class Likelihood(Objective):
             if not ids:  # the first completion token needs some context to be scored
                 ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
             prompts.append(ids)
-            completions.append(tokenizer(completion, add_special_tokens=False)["input_ids"])
+            completions.append(tokenizer(completion, add_special_tokens=False)["input_ids"] or self._eos(tokenizer))
         return prompts, completions
+
+    def _eos(self, tokenizer) -> list[int]:
+        """The one token an empty completion is: the end of sequence."""
+        if tokenizer.eos_token_id is None:
+            raise MoalignError(f"objective {self.name!r}: model {self.model!r} has no eos token, so an empty "
+                               "completion has no likelihood")
+        return [tokenizer.eos_token_id]
 
     def _score(self, batch: Batch) -> np.ndarray:
         import torch
@@ -61,8 +71,6 @@ class Likelihood(Objective):
             rows = torch.tensor([unique.index(keys[i]) for i in idx], device=device)
             p_ids, p_mask = pad([list(k) for k in unique], tokenizer.pad_token_id, left=True)
             c_ids, c_mask = pad([completions[i] for i in idx], tokenizer.pad_token_id)
-            if c_ids.shape[1] == 0:  # only empty completions: log-prob of nothing
-                continue
             with torch.inference_mode():
                 lp = shared_prompt_logprobs(model, p_ids.to(device), p_mask.to(device), rows,
                                             c_ids.to(device), c_mask.to(device))[0].cpu()

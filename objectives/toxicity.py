@@ -13,21 +13,25 @@ class Toxicity(Objective):
     `backend="profanity"` uses alt-profanity-check (a linear SVM shipped on PyPI, fast, offline);
     `backend="hf"` uses any text-classification checkpoint `model` (e.g. `unitary/toxic-bert`)
     and the label whose name contains `label`.
+
+    An empty completion gets the classifier's own probability for empty text (about 0.04 with
+    the profanity backend): there is nothing toxic in it, and no rule is needed to say so.
     """
 
     name = "toxicity"
     direction = MINIMIZE
+    bounds = (0.0, 1.0)
+    param_choices = {"backend": ("profanity", "hf")}
+    param_ranges = {"batch_size": (1, None)}
 
     def __init__(self, backend: str = "profanity", model: str | None = None, label: str = "toxic",
                  batch_size: int = 32, device: str | None = None):
-        if backend not in ("profanity", "hf"):
-            raise ConfigError(f"objective 'toxicity': backend must be 'profanity' or 'hf', got {backend!r}")
         if backend == "hf" and not model:
             raise ConfigError("objective 'toxicity': backend 'hf' needs a 'model' (hub id or local path)")
         self.backend = backend
         self.model = model
         self.label = label
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
         self.device = device
 
     def _score(self, batch: Batch) -> np.ndarray:

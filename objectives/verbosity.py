@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from moalign.errors import ConfigError
 from moalign.objective import MINIMIZE, Batch, Objective
 
 
@@ -11,17 +10,16 @@ class Verbosity(Objective):
     """Length in `tokens` (of `tokenizer`), `words` or `chars`; with `target`, |length - target|.
 
     Minimised either way: shorter, or closer to the target, is better. Empty completions score 0
-    (or `target`).
+    (or `target`): their true length, honest because verbosity judges length alone.
     """
 
     name = "verbosity"
     direction = MINIMIZE
+    bounds = (0.0, None)
+    param_choices = {"unit": ("tokens", "words", "chars")}
+    param_ranges = {"target": (0, None)}
 
     def __init__(self, unit: str = "words", tokenizer: str = "smollm2-135m-instruct", target: float | None = None):
-        if unit not in ("tokens", "words", "chars"):
-            raise ConfigError(f"objective 'verbosity': unit must be tokens|words|chars, got {unit!r}")
-        if target is not None and float(target) < 0:
-            raise ConfigError(f"objective 'verbosity': target must be >= 0, got {target!r}")
         self.unit = unit
         self.tokenizer = tokenizer
         self.target = None if target is None else float(target)

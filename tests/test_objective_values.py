@@ -51,7 +51,11 @@ def test_likelihood_equals_hand_logprob(tiny_llama):
         hand = sum(logp[len(p) + j - 1, t].item() for j, t in enumerate(c))
         assert total[i] == pytest.approx(hand, abs=1e-4)
         assert mean[i] == pytest.approx(hand / len(c), abs=1e-4)
-    assert mean[2] == 0.0 and total[2] == 0.0  # empty completion: log-prob of nothing
+    # empty completion: the model's log-probability of ending right after the prompt
+    with torch.no_grad():
+        eos = torch.log_softmax(model(torch.tensor([tok("sun")["input_ids"]])).logits[0, -1], -1)[tok.eos_token_id]
+    assert mean[2] == pytest.approx(eos.item(), abs=1e-4) and total[2] == pytest.approx(eos.item(), abs=1e-4)
+    assert mean[2] < 0
 
 
 def test_factuality_equals_hand_summac(tiny_nli):
@@ -75,7 +79,8 @@ def test_factuality_equals_hand_summac(tiny_nli):
         e = [max(probs(c, s)[0] for c in chunks[i]) for s in sentences[i]]
         assert got[i] == pytest.approx(float(np.mean(ec)), abs=1e-5)
         assert got_e[i] == pytest.approx(float(np.mean(e)), abs=1e-5)
-    assert got[2] == 0.0
+    # an empty completion supports nothing: the lowest value of each mode
+    assert got[2] == -1.0 and got_e[2] == 0.0
 
 
 def test_factuality_finds_labels_by_name_whatever_their_order(tmp_path):
@@ -178,4 +183,4 @@ def test_likelihood_with_shared_prompts_equals_one_sample_at_a_time(tiny_llama):
     alone = [get_objective("likelihood", model=tiny_llama, reduce="sum").score(Batch(prompts=[p], completions=[c]))[0]
              for p, c in zip(prompts, completions)]
     np.testing.assert_allclose(together, alone, atol=1e-4)
-    assert together[3] == 0.0
+    assert together[3] < 0  # the empty completion costs log p(EOS | prompt)
