@@ -84,7 +84,8 @@ _MLFLOW_KEY = re.compile(r"[/\w.\- ]+")
 
 def check_column(column: str) -> str:
     """`column` if MLflow can store it as (part of) a metric key, else ConfigError naming it."""
-    if not (isinstance(column, str) and _MLFLOW_KEY.fullmatch(column)) or posixpath.normpath(column) != column:
+    ok = isinstance(column, str) and _MLFLOW_KEY.fullmatch(column) and posixpath.normpath(column) == column
+    if not ok or column == "." or column.startswith(("/", "..")):  # MLflow treats keys as file paths
         raise ConfigError(
             f"objective column {column!r}: MLflow keys allow only letters, digits, '_', '-', '.', ' ' and '/' "
             "(no leading '/', no '..' or '.' path parts)"

@@ -1,12 +1,13 @@
 """One contract suite run over every registered objective (as sklearn's parametrize_with_checks)."""
 import pickle
+import sys
 from importlib.metadata import entry_points
 
 import numpy as np
 import pytest
 
 from moalign import Batch, get_objective
-from moalign.objective import MAXIMIZE, MINIMIZE
+from moalign.objective import MAXIMIZE, MINIMIZE, check_params, init_params
 
 # How to build each registered objective offline. A new objective must add a line here.
 FACTORIES = {
@@ -57,3 +58,14 @@ def test_contract(name, fixtures):
     clone = pickle.loads(pickle.dumps(objective))
     np.testing.assert_allclose(clone.score(BATCH), values, rtol=1e-5, atol=1e-6)
     assert clone.get_params() == objective.get_params()
+    # declared bounds: a (low, high) pair of float|None that the values keep to
+    low, high = objective.bounds
+    assert all(b is None or type(b) is float for b in (low, high)) and (None in (low, high) or low < high)
+    assert (low is None or (values >= low).all()) and (high is None or (values <= high).all())
+    # parameters: what MLflow logs includes on_invalid; defaults satisfy the objective's own checks
+    assert objective.get_params()["on_invalid"] == "error"
+    cls = type(objective)
+    assert set(cls.param_ranges) | set(cls.param_choices) <= set(init_params(cls))
+    check_params(cls, {k: v for k, v in objective.get_params().items() if k != "on_invalid"}, name)
+    # what an empty completion (BATCH[1]) scores is documented, on the class or its module
+    assert "empty" in f"{cls.__doc__} {sys.modules[cls.__module__].__doc__}".lower()

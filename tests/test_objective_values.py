@@ -184,3 +184,9 @@ def test_likelihood_with_shared_prompts_equals_one_sample_at_a_time(tiny_llama):
              for p, c in zip(prompts, completions)]
     np.testing.assert_allclose(together, alone, atol=1e-4)
     assert together[3] < 0  # the empty completion costs log p(EOS | prompt)
+
+
+def test_self_bleu_calls_empty_copies_identical_not_diverse():
+    # BLEU of "" against [""] is 0, which would make two empty answers perfectly diverse
+    batch = Batch(prompts=["e", "e", "m", "m"], completions=["", "", "", "the cat sat on the mat"])
+    np.testing.assert_array_equal(get_objective("self_bleu").score(batch), [100.0, 100.0, 0.0, 0.0])
