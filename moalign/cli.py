@@ -20,7 +20,7 @@ def _cmd_objectives(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from moalign.config import apply_overrides
-    from moalign.data import load_samples, write_table
+    from moalign.data import check_table_path, load_samples, write_table
     from moalign.errors import ConfigError
     from moalign.scoring import score, summarize
 
@@ -30,7 +30,9 @@ def _cmd_evaluate(args) -> int:
         if item.split(".", 1)[0] not in spec:
             raise ConfigError(f"--set {item!r}: {item.split('.', 1)[0]!r} is not one of --objectives")
     apply_overrides(spec, args.set)
-    samples = load_samples(args.data)
+    if args.out:
+        check_table_path(args.out)
+    samples = load_samples(args.data, require=("completion",))
     scores = score(samples, spec, progress=not args.quiet)
     if args.out:
         frame = scores.copy()

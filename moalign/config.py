@@ -87,14 +87,18 @@ def _is_dataclass_type(tp) -> bool:
 _SCALARS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
+def _union_options(tp) -> tuple:
+    return typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+
+
 def _check_scalar(tp, value, key: str):
     """Reject a value of the wrong basic type (`lr: fast`), naming the key; ints pass as floats."""
-    options = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    options = _union_options(tp)
     if value is None and type(None) in options:
         return value
     basics = [t for t in options if t in _SCALARS]
     if not basics or len(basics) != len([t for t in options if t is not type(None)]):
-        return value  # lists, dicts, Any: validated by the dataclass itself
+        return _check_container(options, value, key)
     for t in basics:
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -103,15 +107,54 @@ def _check_scalar(tp, value, key: str):
     raise ConfigError(f"{key}: expected {' or '.join(_SCALARS[t] for t in basics)}, got {value!r}")
 
 
+def _check_container(options: tuple, value, key: str):
+    """A number, true/false or null where a list or mapping belongs is an error naming the key.
+
+    Strings pass: the sections accept them as shorthand (`objectives: "bleu,chrf"`,
+    `constraints: "toxicity <= 0.1"`) and normalise them in `__post_init__`. The items of a typed
+    list (`weights: list[float]`) are checked like scalars, each named by its index.
+    """
+    kinds = {typing.get_origin(t) or t for t in options}
+    if isinstance(value, str) or value is None and type(None) in options or not kinds & {list, dict}:
+        return value
+    for t in options:
+        if (typing.get_origin(t) or t) is list and isinstance(value, (list, tuple)):
+            args = typing.get_args(t)
+            return [_check_scalar(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)] if args else value
+        if (typing.get_origin(t) or t) is dict and isinstance(value, dict):
+            return value
+    if isinstance(value, (list, tuple, dict)):
+        return value  # a list where the section takes a mapping of names (or the reverse): its own shorthand
+    names = {list: "a list", dict: "a mapping", **_SCALARS}
+    wanted = " or ".join(dict.fromkeys(names[k] for k in kinds if k in names))
+    raise ConfigError(f"{key}: expected {wanted}, got {value!r}")
+
+
+def _join_key(where: str, message: str) -> str:
+    """`where` + a section's own message, naming each key once.
+
+    A section reports its keys from its own name (`optim.lr must be > 0`); nested at
+    `train.optim` that becomes `train.optim.lr must be > 0`, not `train.optim.optim.lr`.
+    """
+    if not where:
+        return message
+    parts = where.split(".")
+    for k in range(len(parts), 0, -1):
+        own = ".".join(parts[-k:])
+        if message.startswith(own) and message[len(own):len(own) + 1] in (".", ":", " ", "["):
+            return ".".join(parts[:-k] + [message]) if len(parts) > k else message
+    return f"{where}.{message}"
+
+
 def from_dict(cls, data: dict | None, where: str = ""):
     """Build dataclass `cls` from `data`, recursing into dataclass-typed fields.
 
     Unknown keys raise ConfigError naming the key path, e.g. ``train.lerning_rate``.
     """
-    data = dict(data or {})
     prefix = f"{where}." if where else ""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping")
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of keys, got {data!r}")
+    data = dict(data or {})
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -120,7 +163,9 @@ def from_dict(cls, data: dict | None, where: str = ""):
     kwargs = {}
     for name, value in data.items():
         tp = hints.get(name)
-        if _is_dataclass_type(tp) and (value is None or isinstance(value, dict)):
+        if _is_dataclass_type(tp):
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{name}: expected a section (a mapping of keys), got {value!r}")
             value = from_dict(tp, value, f"{prefix}{name}")
         elif tp is not None:
             value = _check_scalar(tp, value, f"{prefix}{name}")
@@ -128,7 +173,6 @@ def from_dict(cls, data: dict | None, where: str = ""):
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        raise ConfigError(f"{prefix}{exc}" if prefix and not str(exc).startswith(prefix) else str(exc)) from None
+        raise ConfigError(_join_key(where, str(exc))) from None
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where or cls.__name__}: {exc}") from None
-
+        raise ConfigError(f"{where or cls.__name__}: {exc}".splitlines()[0]) from None
