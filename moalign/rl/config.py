@@ -71,14 +71,24 @@ class RewardConfig:
     objectives: dict = field(default_factory=lambda: {"verbosity": {}})  # {column: {param: value, type: name}}
     weights: list[float] | None = None  # one per objective; default equal
     scalarizer: str = "weighted_sum"  # weighted_sum | chebyshev | augmented_chebyshev | pbi
-    normalization: str = "running"  # running (z-score) | fixed (ranges) | none
-    ranges: dict = field(default_factory=dict)  # {objective: [low, high]} for fixed normalization
-    constraints: list[str] = field(default_factory=list)  # e.g. ["toxicity <= 0.1"]
-    constraint_penalty: float = 5.0  # reward -= penalty * violation
+    # running (z-score) | fixed (ranges) | group (z-score within each prompt's completions, as TRL's
+    # normalize_then_sum) | none (raw units)
+    normalization: str = "running"
+    ranges: dict = field(default_factory=dict)  # {objective: [low, high]} for fixed normalization (constrained ones too)
+    constraints: list[str] = field(default_factory=list)  # e.g. ["toxicity <= 0.1"]; at most one per objective
+    # lagrangian: reward -= lambda * (value - threshold), lambda learnt by dual ascent | penalty: reward -=
+    # constraint_penalty * violation. Gaps in normalised units: / running std (running, group), / range (fixed), raw (none)
+    constraint_method: str = "lagrangian"
+    constraint_penalty: float = 5.0  # penalty: the fixed multiplier of the normalised violation
+    lagrange_lr: float = 0.1  # lagrangian: lambda += lr * the batch's mean normalised gap, once per step
+    lagrange_init: float = 0.0  # lagrangian: lambda at step 0 (0: a constraint costs nothing until it is broken)
+    lagrange_max: float = 10.0  # lagrangian: lambda's cap, so an unreachable constraint cannot swamp the reward
     pbi_theta: float = 5.0
     augment_rho: float = 0.05
 
     def __post_init__(self):
+        from moalign.scalarization import CONSTRAINT_METHODS, NORMALIZATIONS, SCALARIZERS
+
         if isinstance(self.objectives, (list, tuple)):
             self.objectives = {str(name): {} for name in self.objectives}
         elif isinstance(self.objectives, str):
@@ -86,6 +96,17 @@ class RewardConfig:
         _check(isinstance(self.objectives, dict) and len(self.objectives) > 0, "reward.objectives: give at least one objective")
         if isinstance(self.constraints, str):
             self.constraints = [self.constraints]
+        for key, value, choices in (("scalarizer", self.scalarizer, SCALARIZERS), ("normalization", self.normalization, NORMALIZATIONS),
+                                    ("constraint_method", self.constraint_method, CONSTRAINT_METHODS)):
+            _check(value in choices, f"reward.{key} must be one of {' | '.join(choices)}, got {value!r}")
+        for key in ("constraint_penalty", "lagrange_lr", "lagrange_init", "lagrange_max", "pbi_theta", "augment_rho"):
+            value = getattr(self, key)
+            _check(isinstance(value, (int, float)) and 0 <= value < float("inf"),  # NaN fails too
+                   f"reward.{key} must be a finite number >= 0, got {value!r}")
+        _check(self.lagrange_lr > 0, f"reward.lagrange_lr must be > 0, got {self.lagrange_lr}")
+        _check(self.lagrange_max > 0, f"reward.lagrange_max must be > 0, got {self.lagrange_max}")
+        _check(self.lagrange_init <= self.lagrange_max,
+               f"reward.lagrange_init ({self.lagrange_init}) must be <= reward.lagrange_max ({self.lagrange_max})")
 
 
 @dataclass

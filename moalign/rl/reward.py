@@ -1,32 +1,61 @@
-"""The multi-objective reward: score samples, normalise, scalarise under weights, penalise."""
+"""The multi-objective reward: score samples, normalise, scalarise under weights, enforce constraints.
+
+Samples an objective drops (NaN, `on_invalid: drop`) get reward NaN and touch no statistic: not
+the normaliser, the ideal point, the Lagrange multipliers nor the logged means; the trainer masks
+them out of the loss.
+
+Constraints count in normalised units (each normaliser's `scale`), so they weigh against the
+scalarised reward on its own footing. `lagrangian` subtracts lambda * the signed gap
+(value - threshold for `<=`) rather than the violation alone: that is the Lagrangian whose dual
+ascent updates lambda, so near the threshold the policy feels a smooth slope on both sides instead
+of a kink it oscillates across; a slack constraint drives lambda to 0, so the bonus for exceeding
+it disappears once it is met. `penalty` has no multiplier that could fall back to 0, so it charges
+the violation only, or it would pay forever for over-satisfying the constraint.
+"""
 from __future__ import annotations
 
+import numpy as np
 
+from moalign.errors import ConfigError, MoalignError
 from moalign.objective import Batch
 from moalign.registry import build_objectives, get_objective
 from moalign.rl.config import RewardConfig
-from moalign.scalarization import Scalarizer, make_normalizer, parse_constraint, to_minimize, validate_weights
+from moalign.scalarization import (
+    IdealPoint, LagrangeMultipliers, Scalarizer, group_ideal, make_normalizer, parse_constraint, to_minimize, validate_weights,
+)
 from moalign.scoring import score
+
+
+def _mean(values: np.ndarray) -> float:
+    """Mean as a plain float, NaN (without numpy's empty-slice warning) when nothing is left."""
+    return float(values.mean()) if len(values) else float("nan")
 
 
 class MultiObjectiveReward:
     """Callable: Batch -> (rewards [N], raw scores DataFrame, metrics dict).
 
     Objectives named only in a constraint (e.g. `toxicity <= 0.1`) are scored with their
-    default parameters but carry no weight.
+    default parameters, carry no weight, and are normalised beside the weighted ones for their scale.
     """
 
     def __init__(self, config: RewardConfig):
         self.config = config
         self.objectives = build_objectives(config.objectives)
         self.names = list(self.objectives)
-        self.directions = [o.direction for o in self.objectives.values()]
         self.weights = validate_weights(config.weights, self.names)
         self.constraints = [parse_constraint(text) for text in config.constraints]
-        self.constraint_only = {c.objective: get_objective(c.objective) for c in self.constraints
-                                if c.objective not in self.objectives}
-        self.normalizer = make_normalizer(config.normalization, self.names, config.ranges)
+        constrained = [c.objective for c in self.constraints]
+        twice = next((name for name in constrained if constrained.count(name) > 1), None)
+        if twice:  # one multiplier and one set of metrics per objective
+            raise ConfigError(f"reward.constraints: {twice!r} is constrained more than once; keep one constraint per objective")
+        self.constraint_only = {name: get_objective(name) for name in dict.fromkeys(constrained) if name not in self.objectives}
+        self.columns = self.names + list(self.constraint_only)
+        self.all_directions = [o.direction for o in self.all_objectives.values()]
+        self.directions = self.all_directions[: len(self.names)]
+        self.normalizer = make_normalizer(config.normalization, self.columns, config.ranges)
         self.scalarizer = Scalarizer(config.scalarizer, self.weights, config.pbi_theta, config.augment_rho)
+        self.ideal = IdealPoint()
+        self.multipliers = LagrangeMultipliers(len(self.constraints), config.lagrange_lr, config.lagrange_init, config.lagrange_max)
 
     @property
     def all_objectives(self) -> dict:
@@ -34,31 +63,70 @@ class MultiObjectiveReward:
 
     def __call__(self, batch: Batch):
         raw = score(batch, self.all_objectives)
-        values = raw[self.names].to_numpy(dtype=float)
-        self.normalizer.update(values)
-        normalized = self.normalizer(values)
-        F = to_minimize(normalized, self.directions)
-        self.scalarizer.update(F)
-        scalarized = -self.scalarizer(F)
+        values = raw[self.columns].to_numpy(dtype=float, copy=True)  # ours to blank out dropped rows
+        if np.isinf(values).any():
+            row, col = np.argwhere(np.isinf(values))[0]
+            raise MoalignError(f"objective {self.columns[col]!r} scored sample {row} as {values[row, col]}; "
+                               f"a reward needs finite scores (NaN drops a sample)")
+        valid = ~np.isnan(values).any(1)
+        values[~valid] = np.nan  # a dropped sample leaves every statistic, its other scores included
+        self.normalizer.update(values[valid])
+        normalized = self.normalizer(values, batch.groups)
+        m = len(self.names)
+        F = to_minimize(normalized[:, :m], self.directions)
+        scalarized = np.full(len(values), np.nan)
+        scalarized[valid] = -self.scalarizer(F[valid], self._ideal(values, F, valid, batch.groups))
         reward = scalarized.copy()
-        metrics = {"reward/scalarized": float(scalarized.mean())}
-        for constraint in self.constraints:
-            violation = constraint.violation(raw[constraint.objective].to_numpy(dtype=float))
-            reward -= self.config.constraint_penalty * violation
-            metrics[f"constraints/{constraint.objective}/violation"] = float(violation.mean())
-            metrics[f"constraints/{constraint.objective}/satisfied"] = float((violation == 0).mean())
+        metrics = {"reward/scalarized": _mean(scalarized[valid]), "reward/dropped": int((~valid).sum())}
+        reward[valid] -= self._constraint_costs(values[valid], metrics)
         for j, name in enumerate(self.names):
-            metrics[f"rewards/{name}/mean"] = float(values[:, j].mean())
-            metrics[f"rewards/{name}/normalized"] = float(normalized[:, j].mean())
-        for name in self.constraint_only:
-            metrics[f"rewards/{name}/mean"] = float(raw[name].mean())
-        metrics["reward/total"] = float(reward.mean())
+            metrics[f"rewards/{name}/mean"] = _mean(values[valid, j])
+            metrics[f"rewards/{name}/normalized"] = _mean(normalized[valid, j])
+        for j, name in enumerate(self.constraint_only, start=m):
+            metrics[f"rewards/{name}/mean"] = _mean(values[valid, j])
+        metrics["reward/total"] = _mean(reward[valid])
         return reward, raw, metrics
 
+    def _ideal(self, values: np.ndarray, F: np.ndarray, valid: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """The ideal point in today's normalised units: see `moalign.scalarization.ideal`."""
+        if self.config.normalization == "group":
+            return group_ideal(F[valid], np.asarray(groups)[valid])
+        self.ideal.update(to_minimize(values[valid], self.all_directions))
+        if self.ideal.raw is None:  # nothing valid yet (the caller has no rows to score either)
+            return np.zeros(F.shape[1])
+        natural = to_minimize(self.ideal.raw[None], self.all_directions)  # its own inverse: back to natural
+        return to_minimize(self.normalizer(natural)[:, : F.shape[1]], self.directions)[0]
+
+    def _constraint_costs(self, values: np.ndarray, metrics: dict) -> np.ndarray:
+        """What each valid sample pays for the constraints; updates the multipliers first (Safe
+        RLHF's order: this batch's gap moves lambda, then lambda prices this batch)."""
+        scale = np.broadcast_to(self.normalizer.scale(), (len(self.columns),))
+        gaps = [c.gap(values[:, self.columns.index(c.objective)]) / scale[self.columns.index(c.objective)]
+                for c in self.constraints]
+        lagrangian = self.config.constraint_method == "lagrangian"
+        if lagrangian:
+            self.multipliers.step([_mean(g) if len(g) else None for g in gaps])
+        cost = np.zeros(len(values))
+        for i, (constraint, gap) in enumerate(zip(self.constraints, gaps)):
+            lam = self.multipliers.values[i] if lagrangian else float(self.config.constraint_penalty)
+            cost += lam * (gap if lagrangian else np.maximum(gap, 0.0))
+            natural_gap = constraint.gap(values[:, self.columns.index(constraint.objective)])
+            key = f"constraints/{constraint.objective}"
+            metrics[f"{key}/lambda"] = lam
+            metrics[f"{key}/violation"] = _mean(np.maximum(natural_gap, 0.0))  # raw units, as people read them
+            metrics[f"{key}/satisfied"] = _mean((natural_gap <= 0).astype(float))
+            metrics[f"{key}/gap"] = _mean(gap)  # normalised, signed: what moves lambda
+        return cost
+
     def state_dict(self) -> dict:
-        return {"normalizer": self.normalizer.state_dict(), "scalarizer": self.scalarizer.state_dict()}
+        """Plain lists and floats, so `torch.load(weights_only=True)` and JSON both take it."""
+        return {"normalizer": self.normalizer.state_dict(), "ideal": self.ideal.state_dict(),
+                "lambdas": self.multipliers.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        if "ideal" not in state:
+            raise MoalignError("the checkpoint's reward state predates raw-unit ideal points and Lagrange multipliers "
+                               "(its ideal is in z-scores of old statistics); start this run afresh")
         self.normalizer.load_state_dict(state["normalizer"])
-        self.scalarizer.load_state_dict(state["scalarizer"])
-
+        self.ideal.load_state_dict(state["ideal"])
+        self.multipliers.load_state_dict(state["lambdas"])

@@ -1,4 +1,4 @@
-"""Constraints on raw objective values ("toxicity <= 0.1") that act as reward penalties."""
+"""Constraints on raw objective values ("toxicity <= 0.1"); the reward enforces them (see reward.py)."""
 from __future__ import annotations
 
 import re
@@ -17,10 +17,14 @@ class Constraint:
     op: str
     threshold: float
 
+    def gap(self, values: np.ndarray) -> np.ndarray:
+        """Signed distance past the threshold: positive when violated, negative with room to spare."""
+        values = np.asarray(values, dtype=float)
+        return values - self.threshold if self.op == "<=" else self.threshold - values
+
     def violation(self, values: np.ndarray) -> np.ndarray:
         """How far each value is on the wrong side of the threshold (0 when satisfied)."""
-        gap = values - self.threshold if self.op == "<=" else self.threshold - values
-        return np.maximum(gap, 0.0)
+        return np.maximum(self.gap(values), 0.0)
 
     def __str__(self) -> str:
         return f"{self.objective} {self.op} {self.threshold:g}"

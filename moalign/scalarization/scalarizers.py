@@ -2,8 +2,12 @@
 
 Inputs are normalised scores converted to minimisation (see `to_minimize`); the scalar is a cost,
 so the RL reward is its negation. Chebyshev-type decompositions measure distance from an ideal
-point; pymoo defaults it to zero, which is wrong for z-scores, so we track a running ideal
-(the best value seen per objective).
+point, which the caller supplies (pymoo's default of zero is wrong for z-scores; see `ideal.py`).
+
+One weight vector means one trade-off under every decomposition: more weight on an objective
+favours samples better on it. Chebyshev's optimum for weights w lies on the ray from the ideal
+along 1/w, while pymoo's PBI takes its argument as that ray itself, so PBI gets 1/w: fed w, it
+would favour samples *worse* on the heavily weighted objective.
 """
 from __future__ import annotations
 
@@ -34,33 +38,40 @@ def validate_weights(weights, names: list[str]) -> np.ndarray:
     return w / w.sum()
 
 
+def pbi_direction(weights: np.ndarray) -> np.ndarray:
+    """The ray PBI should aim along for importance weights w: 1/w, whose limit as some w_i -> 0
+    points along those objectives only (w = (1, 0): stay at the ideal on objective 1)."""
+    weights = np.asarray(weights, dtype=float)
+    direction = (weights == 0).astype(float) if np.any(weights == 0) else 1.0 / weights
+    return direction / direction.sum()
+
+
 class Scalarizer:
-    """Cost of each row of F (minimisation space) under `weights`; lower is better."""
+    """Cost of each row of F (minimisation space) under `weights`; lower is better. Stateless.
+
+    >>> Scalarizer("chebyshev", np.array([0.5, 0.5]))(np.array([[1.0, 3.0]]), ideal=np.zeros(2)).tolist()
+    [1.5]
+    """
 
     def __init__(self, kind: str, weights: np.ndarray, theta: float = 5.0, rho: float = 0.05):
         if kind not in SCALARIZERS:
             raise ConfigError(f"reward.scalarizer must be one of {', '.join(SCALARIZERS)}, got {kind!r}")
         self.kind, self.weights, self.theta, self.rho = kind, np.asarray(weights, dtype=float), theta, rho
-        self.ideal: np.ndarray | None = None
         self._decomposition = {"weighted_sum": WeightedSum(), "pbi": PBI(theta=theta)}.get(kind, Tchebicheff())
+        self._pymoo_weights = pbi_direction(self.weights) if kind == "pbi" else self.weights
 
-    def update(self, F: np.ndarray) -> None:
-        best = np.atleast_2d(F).min(0)
-        self.ideal = best if self.ideal is None else np.minimum(self.ideal, best)
-
-    def __call__(self, F: np.ndarray) -> np.ndarray:
+    def __call__(self, F: np.ndarray, ideal: np.ndarray | None = None) -> np.ndarray:
+        """`ideal`: one point [M], or one per row [N, M] (group normalisation); default: F's best."""
         F = np.atleast_2d(np.asarray(F, dtype=float))
-        ideal = self.ideal if self.ideal is not None else F.min(0)
-        cost = self._decomposition.do(F, self.weights, ideal_point=ideal)
+        if len(F) == 0:
+            return np.zeros(0)
+        if self.kind == "weighted_sum":  # no ideal: a plain dot product, as TRL's weighted sum
+            return np.asarray(self._decomposition.do(F, self.weights), dtype=float).reshape(-1)
+        offset = F - (F.min(0) if ideal is None else ideal)
+        # pymoo takes one ideal point; offsets from a per-row ideal against a zero ideal are the same
+        cost = self._decomposition.do(offset, self._pymoo_weights, ideal_point=np.zeros(F.shape[1]))
         if self.kind == "augmented_chebyshev":
             # pymoo has no augmented Tchebycheff (its AASF divides by the weights instead):
             # max_i w_i |f_i - z_i| + rho * sum_i |f_i - z_i|
-            cost = cost + self.rho * np.abs(F - ideal).sum(1)
+            cost = cost + self.rho * np.abs(offset).sum(1)
         return np.asarray(cost, dtype=float).reshape(-1)
-
-    def state_dict(self) -> dict:
-        return {"ideal": None if self.ideal is None else self.ideal.tolist()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.ideal = None if state.get("ideal") is None else np.array(state["ideal"])
-
