@@ -68,7 +68,7 @@ def get_objective(name: str, **params: Any) -> Objective:
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ConfigError(
-            f"objective {name!r}: unknown parameter {unknown[0]!r} (accepted: {', '.join(accepted + ['on_invalid'])})"
+            f"objective {name!r}: unknown parameter {unknown[0]!r} (accepted: {', '.join([*accepted, 'on_invalid'])})"
         )
     check_params(cls, params, name)
     objective = cls(**params)

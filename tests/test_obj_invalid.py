@@ -38,8 +38,11 @@ def batch(*values):
 
 
 def test_nan_is_an_error_naming_objective_sample_and_completion():
-    with pytest.raises(MoalignError, match=r"objective 'scripted' scored sample 1 \('nan'.*as nan; set its on_invalid"):
+    with pytest.raises(MoalignError, match=r"objective 'scripted' scored sample 1 \(completion 'nan'\) as nan; set its on_invalid"):
         Scripted().score(batch("0.5", "nan", "2"))
+    long = "nan" + " " * 60  # float() ignores the spaces; the message shows only the start
+    with pytest.raises(MoalignError, match=r"\(completion 'nan {37}\.\.\.'\)"):
+        Scripted().score(batch(long))
     with pytest.raises(MoalignError, match="sample 0 .* as -inf"):
         Scripted().score(batch("-inf"))
 
