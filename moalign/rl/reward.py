@@ -69,7 +69,7 @@ class MultiObjectiveReward:
             raise MoalignError(f"objective {self.columns[col]!r} scored sample {row} as {values[row, col]}; "
                                f"a reward needs finite scores (NaN drops a sample)")
         valid = ~np.isnan(values).any(1)
-        values[~valid] = np.nan  # a dropped sample leaves every statistic, its other scores included
+        values[~valid] = np.nan  # a dropped sample stays out of every statistic, its other scores too
         self.normalizer.update(values[valid])
         normalized = self.normalizer(values, batch.groups)
         m = len(self.names)
@@ -101,20 +101,20 @@ class MultiObjectiveReward:
         """What each valid sample pays for the constraints; updates the multipliers first (Safe
         RLHF's order: this batch's gap moves lambda, then lambda prices this batch)."""
         scale = np.broadcast_to(self.normalizer.scale(), (len(self.columns),))
-        gaps = [c.gap(values[:, self.columns.index(c.objective)]) / scale[self.columns.index(c.objective)]
-                for c in self.constraints]
+        columns = [self.columns.index(c.objective) for c in self.constraints]
+        raw_gaps = [c.gap(values[:, j]) for c, j in zip(self.constraints, columns)]
+        gaps = [gap / scale[j] for gap, j in zip(raw_gaps, columns)]
         lagrangian = self.config.constraint_method == "lagrangian"
         if lagrangian:
             self.multipliers.step([_mean(g) if len(g) else None for g in gaps])
         cost = np.zeros(len(values))
-        for i, (constraint, gap) in enumerate(zip(self.constraints, gaps)):
+        for i, (constraint, raw_gap, gap) in enumerate(zip(self.constraints, raw_gaps, gaps)):
             lam = self.multipliers.values[i] if lagrangian else float(self.config.constraint_penalty)
             cost += lam * (gap if lagrangian else np.maximum(gap, 0.0))
-            natural_gap = constraint.gap(values[:, self.columns.index(constraint.objective)])
             key = f"constraints/{constraint.objective}"
             metrics[f"{key}/lambda"] = lam
-            metrics[f"{key}/violation"] = _mean(np.maximum(natural_gap, 0.0))  # raw units, as people read them
-            metrics[f"{key}/satisfied"] = _mean((natural_gap <= 0).astype(float))
+            metrics[f"{key}/violation"] = _mean(np.maximum(raw_gap, 0.0))  # raw units, as people read them
+            metrics[f"{key}/satisfied"] = _mean((raw_gap <= 0).astype(float))
             metrics[f"{key}/gap"] = _mean(gap)  # normalised, signed: what moves lambda
         return cost
 
