@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import time
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from moalign.data import atomic_path
-from moalign.pareto.front import hypervolume, reference_point
+from moalign.pareto.front import expected_utility, reference_point
+from moalign.pareto.weights import weight_vectors
 from reports import plots
 from reports.collect import Search, load_searches, policy_label
 
@@ -23,31 +25,81 @@ th{background:#f3f3f3}td.text{text-align:left;max-width:380px;vertical-align:top
 h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:2em}.note{color:#666;font-size:13px}"""
 
 
+COMMON_WEIGHTS = {"method": "das-dennis", "n_partitions": 10}  # expected utility's weight set in every report
+
+
 def _common_hypervolumes(searches: list[Search]) -> tuple[dict, np.ndarray]:
-    """Hypervolume of each search against one reference point (the nadir of all their policies),
-    so that searches compare on the same scale."""
+    """Hypervolume of each search, with its bootstrap interval, against one reference point (the
+    nadir of all their policies' means), so that searches compare on the same scale."""
     names = searches[0].objectives
     dirs = [searches[0].directions[n] for n in names]
-    union = np.vstack([s.policies[names].to_numpy(dtype=float) for s in searches])
+    union = np.vstack([s.scores.means(names) for s in searches])
     ref = reference_point(union, dirs, "nadir")
-    return {s.name: hypervolume(s.policies[names].to_numpy(dtype=float), dirs, ref) for s in searches}, ref
+    return {s.name: s.scores.hypervolume(names, dirs, ref, s.n_bootstrap) for s in searches}, ref
 
 
-def _summary(searches: list[Search], common: dict) -> pd.DataFrame:
+def _common_utilities(searches: list[Search]) -> dict:
+    """Expected utility of each search on one weight set and one min-max scale (all policies of
+    all searches): each search's own uses its own weights and its own range, which do not compare."""
+    names = searches[0].objectives
+    dirs = [searches[0].directions[n] for n in names]
+    union = np.vstack([s.scores.means(names) for s in searches])
+    W = weight_vectors(COMMON_WEIGHTS, names)
+    return {s.name: expected_utility(s.scores.means(names), dirs, W, scale=union) for s in searches}
+
+
+def interval(mean: float, low: float, high: float) -> str:
+    """'54.3 [52.1, 56.0]'; the mean alone where there is no interval."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{mean:.4g}"
+    return f"{mean:.4g} [{low:.4g}, {high:.4g}]"
+
+
+def _evidence(s: Search) -> str:
+    """What an interval of this search rests on."""
+    if not s.n_prompts:
+        return "no per-prompt scores were logged, so no intervals"
+    seeds = f"{len(s.seeds)} training seed{'s' if len(s.seeds) > 1 else ''} ({', '.join(map(str, s.seeds))})"
+    return f"{s.n_prompts} evaluation prompts x {seeds}"
+
+
+def _overlaps(common: dict) -> list[str]:
+    """One plain sentence per pair of searches: do their hypervolume intervals overlap?"""
+    lines = []
+    for (a, (hv_a, ci_a)), (b, (hv_b, ci_b)) in itertools.combinations(common.items(), 2):
+        pair = f"{a} {interval(hv_a, *ci_a)} vs {b} {interval(hv_b, *ci_b)}"
+        if not all(np.isfinite(ci_a + ci_b)):
+            lines.append(f"{pair}: no interval for one of them, no comparison possible")
+        elif ci_a[0] <= ci_b[1] and ci_b[0] <= ci_a[1]:
+            lines.append(f"{pair}: intervals overlap, no difference shown")
+        else:
+            lines.append(f"{pair}: intervals do not overlap, {a if hv_a > hv_b else b} has the larger hypervolume")
+    return lines
+
+
+HV_COLUMN = "hypervolume [95% CI] (common ref)"
+EU_COLUMN = f"expected utility (common weights: das-dennis, {COMMON_WEIGHTS['n_partitions']} partitions; common scale)"
+
+
+def _summary(searches: list[Search], common: dict, utilities: dict) -> pd.DataFrame:
     return pd.DataFrame([{
-        "search": s.name, "strategy": s.strategy, "policies": len(s.policies),
-        "non-dominated": int(s.policies["non_dominated"].sum()), "hypervolume (own ref)": s.metrics.get("hypervolume"),
-        "hypervolume (common ref)": common[s.name], "expected utility": s.metrics.get("expected_utility"),
-        "train steps": int(s.policies["train_steps"].sum()), "compute (s)": float(s.policies["wall_time_s"].sum()),
+        "search": s.name, "strategy": s.strategy, "policies": len(s.policies), "runs": len(s.runs),
+        "seeds": len(s.seeds), "eval prompts": s.n_prompts, "non-dominated": int(s.policies["non_dominated"].sum()),
+        HV_COLUMN: interval(common[s.name][0], *common[s.name][1]), EU_COLUMN: utilities[s.name],
+        "train steps": int(s.runs["train_steps"].sum()), "compute (s)": float(s.runs["wall_time_s"].sum()),
     } for s in searches])
 
 
 def _policy_table(search: Search) -> pd.DataFrame:
-    metric_cols = [c for c in search.policies.columns
-                   if c not in ("role", "weights", "run_id", "status", "non_dominated", "train_steps", "wall_time_s")]
-    front_first = search.objectives + [c for c in metric_cols if c not in search.objectives]
-    cols = ["role", "weights"] + front_first + ["non_dominated", "train_steps", "wall_time_s", "run_id"]
-    return search.policies[cols]
+    """Mean [95% CI] per objective, front objectives first."""
+    pol = search.policies
+    evaluated = [c for c in search.directions if c in pol.columns]
+    table = pol[["role", "weights"]].copy()
+    for o in evaluated:
+        table[f"{o} [95% CI]"] = [interval(*v) for v in zip(pol[o], pol[f"{o}_ci_low"], pol[f"{o}_ci_high"])]
+    for c in ("n_seeds", "non_dominated", "train_steps", "wall_time_s", "run_ids"):
+        table[c] = pol[c]
+    return table
 
 
 def _samples_side_by_side(search: Search) -> pd.DataFrame | None:
@@ -78,16 +130,19 @@ def _samples_side_by_side(search: Search) -> pd.DataFrame | None:
 def _figures(searches: list[Search], common: dict) -> list[tuple[str, str, plt.Figure]]:
     """(section title, caption, figure) in report order."""
     first = searches[0]
-    figs = [("Pareto fronts", "Each panel is a pair of objectives; lines join each search's non-dominated "
-             "policies on that pair; labels are reward weights.",
+    figs = [("Pareto fronts", "Each panel is a pair of objectives; points are policies' means over seeds, thin "
+             "lines through them their 95% intervals; thick lines join each search's non-dominated policies on "
+             "that pair; labels are reward weights.",
              plots.pareto_pairs_figure({s.name: s.policies for s in searches}, first.objectives, first.directions))]
     eval_cols = [c for c in first.directions if c in first.policies.columns]
     if len(eval_cols) >= 3:
         combined = pd.concat([s.policies.assign(role=s.name + " " + s.policies["role"]) for s in searches])
         figs.append(("All objectives", "Parallel coordinates over every evaluated objective (1 = best seen).",
                      plots.parallel_coordinates_figure(combined, eval_cols, first.directions)))
-    figs.append(("Hypervolume per search", "Against one common reference point, so bars compare.",
-                 plots.bar_figure(common, "hypervolume")))
+    figs.append(("Hypervolume per search", "Against one common reference point, so bars compare; black: 95% "
+                 "bootstrap interval over evaluation prompts and seeds.",
+                 plots.bar_figure({n: hv for n, (hv, _) in common.items()}, "hypervolume",
+                                  {n: ci for n, (_, ci) in common.items()})))
     for s in searches:
         if s.curves:
             metrics = ["reward/total"] + [f"rewards/{o}/mean" for o in s.objectives] + ["kl"]
@@ -111,17 +166,26 @@ def build_report(experiment: str, out: str | Path, run_ids: list[str] | None = N
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    summary = _summary(searches, common)
+    summary = _summary(searches, common, _common_utilities(searches))
     figures = [(title, caption, _png(fig)) for title, caption, fig in _figures(searches, common)]
+    notes = [f"Intervals are 95% percentile bootstrap intervals (prompts and seeds redrawn; hypervolume against "
+             f"the common reference point); expected utility uses das-dennis weights "
+             f"({COMMON_WEIGHTS['n_partitions']} partitions) and a min-max scale over every policy shown."] + \
+        [f"{s.name}: {_evidence(s)}, {s.n_bootstrap} resamples." for s in searches]
+    comparisons = _overlaps(common)
 
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>moalign report: {html.escape(experiment)}</title>"
          f"<style>{CSS}</style></head><body><h1>moalign report: {html.escape(experiment)}</h1>",
          f"<p class='note'>Generated {stamp} from MLflow. Front objectives: "
          f"{', '.join(f'{o} ({searches[0].directions[o]})' for o in searches[0].objectives)}. "
          f"Common reference point (minimisation space): {np.round(ref, 4).tolist()}.</p>",
-         "<h2>Searches</h2>", summary.to_html(index=False, float_format=lambda v: f"{v:.4g}")]
+         "<h2>Searches</h2>", summary.to_html(index=False, float_format=lambda v: f"{v:.4g}"),
+         "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)]
     md = [f"# moalign report: {experiment}", "", f"Generated {stamp} from MLflow.", "", "## Searches", "",
-          summary.to_markdown(index=False, floatfmt=".4g"), ""]
+          summary.to_markdown(index=False, floatfmt=".4g"), ""] + [f"{n}  " for n in notes] + [""]
+    if comparisons:
+        h += ["<h2>Do the searches differ?</h2><ul>", *(f"<li>{html.escape(c)}</li>" for c in comparisons), "</ul>"]
+        md += ["## Do the searches differ?", "", *(f"- {c}" for c in comparisons), ""]
     for i, (title, caption, png) in enumerate(figures):
         data = base64.b64encode(png).decode()
         h += [f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(caption)}</p>",
@@ -132,9 +196,10 @@ def build_report(experiment: str, out: str | Path, run_ids: list[str] | None = N
         md += [f"## {title}", "", caption, "", f"![{title}]({name})", ""]
     for s in searches:
         table = _policy_table(s)
-        h += [f"<h2>Policies: {html.escape(s.name)} ({s.strategy})</h2>",
+        note = f"Mean over seeds [95% interval]: {_evidence(s)}; intervals clipped to each objective's bounds."
+        h += [f"<h2>Policies: {html.escape(s.name)} ({s.strategy})</h2><p class='note'>{html.escape(note)}</p>",
               table.to_html(index=False, float_format=lambda v: f"{v:.4g}")]
-        md += [f"## Policies: {s.name} ({s.strategy})", "", table.to_markdown(index=False, floatfmt=".4g"), ""]
+        md += [f"## Policies: {s.name} ({s.strategy})", "", note, "", table.to_markdown(index=False, floatfmt=".4g"), ""]
         samples = _samples_side_by_side(s)
         if samples is not None:
             h += [f"<h2>Sample generations: {html.escape(s.name)}</h2>",

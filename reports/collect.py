@@ -4,9 +4,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from moalign.errors import MoalignError
+from moalign.pareto.children import SAMPLES
+from moalign.pareto.front import reference_point
+from moalign.pareto.uncertainty import PolicyScores
 from moalign.tracking import read_table
 
 
@@ -18,9 +22,21 @@ class Search:
     objectives: list[str]  # the front's objectives (weighted in the reward)
     directions: dict  # of every evaluated objective, front ones first
     metrics: dict
-    policies: pd.DataFrame  # one row a child run
+    policies: pd.DataFrame  # one row a policy (role, weights): means over seeds, intervals, non_dominated
+    runs: pd.DataFrame  # one row a child run (policy x seed)
+    scores: PolicyScores  # per-prompt scores behind the intervals
+    bounds: dict = field(default_factory=dict)  # objective -> (low, high), None = unbounded
+    n_bootstrap: int = 1000
     curves: dict = field(default_factory=dict)  # label -> DataFrame indexed by step
-    samples: dict = field(default_factory=dict)  # label -> eval samples DataFrame
+    samples: dict = field(default_factory=dict)  # policy label -> eval samples DataFrame (its first seed)
+
+    @property
+    def n_prompts(self) -> int:
+        return self.scores.n_prompts
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.scores.seeds
 
 
 def policy_label(role: str, weights: str) -> str:
@@ -28,6 +44,17 @@ def policy_label(role: str, weights: str) -> str:
     from reports.plots import weights_label
 
     return role if not weights else f"{role} {weights_label(weights)}"
+
+
+def _bounds(params: dict) -> dict:
+    """bounds.<objective> = '[0.0, 1.0]' (the tracker flattens the mapping); searches logged before
+    bounds existed have none."""
+    return {k.split(".", 1)[1]: tuple(json.loads(v)) for k, v in params.items() if k.startswith("bounds.")}
+
+
+def _seed(child) -> int:
+    """The child's training seed; runs from before seeds were tagged are their config's seed."""
+    return int(child.data.tags.get("moalign.seed", child.data.params.get("seed", 0)))
 
 
 def load_search(client, parent) -> Search:
@@ -39,37 +66,66 @@ def load_search(client, parent) -> Search:
             directions.setdefault(key.split(".", 1)[1], value)
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
                                   max_results=10_000)
-    rows, curves, samples = [], {}, {}
+    if not children:
+        raise MoalignError(f"search run {parent.info.run_id} has no child runs")
+    rows, samples = [], {}
     for child in children:
         tags, metrics = child.data.tags, child.data.metrics
-        role = tags.get("moalign.role", "?")
         weights = json.loads(child.data.params["reward.weights"]) if "reward.weights" in child.data.params else None
-        wkey = ",".join(f"{w:.4f}" for w in weights) if weights else ""
-        row = {"role": role, "weights": wkey, "run_id": child.info.run_id, "status": child.info.status,
-               "non_dominated": tags.get("moalign.non_dominated") == "true",
+        row = {"key": tags.get("moalign.key", child.info.run_id), "role": tags.get("moalign.role", "?"),
+               "weights": ",".join(f"{w:.4f}" for w in weights) if weights else "", "seed": _seed(child),
+               "run_id": child.info.run_id, "status": child.info.status,
                "train_steps": int(metrics.get("train_steps", 0)),
                "wall_time_s": metrics.get("train_wall_time_s", metrics.get("eval_wall_time_s", 0.0))}
         row.update({k[5:]: v for k, v in metrics.items() if k.startswith("eval/")})
         rows.append(row)
-        label = policy_label(role, wkey)
-        if role == "trained":
+        samples[row["key"]] = read_table(client, child.info.run_id, SAMPLES)
+    order = {"base": 0, "trained": 1, "soup": 2}
+    runs = pd.DataFrame(rows).sort_values(["role", "weights", "seed"], ascending=[True, False, True],
+                                          key=lambda s: s.map(order) if s.name == "role" else s).reset_index(drop=True)
+    evaluated = [c for c in directions if c in runs.columns]
+    scores = PolicyScores(runs, samples, evaluated)
+    dirs = [directions[o] for o in objectives]
+    tagged = parent.data.tags.get("moalign.reference_point")  # absent if the search never finished
+    ref = np.array(json.loads(tagged)) if tagged else reference_point(scores.means(objectives), dirs, "nadir")
+    n_bootstrap = int(params.get("n_bootstrap", 1000))
+    bounds = _bounds(params)
+    policies = scores.estimate(objectives, dirs, ref, bounds, n_bootstrap).table
+    curves, first_samples = {}, {}
+    for _, run in runs.iterrows():
+        label = policy_label(run["role"], run["weights"])
+        if run["role"] == "trained":
             history = {}
             for key in ["reward/total", "kl"] + [f"rewards/{o}/mean" for o in objectives]:
-                points = client.get_metric_history(child.info.run_id, key)
+                points = client.get_metric_history(run["run_id"], key)
                 if points:
                     history[key] = pd.Series({p.step: p.value for p in points})
-            curves[label] = pd.DataFrame(history).sort_index()
-        table = read_table(client, child.info.run_id, "eval_samples.json")
-        if table is not None:
-            samples[label] = table
-    policies = pd.DataFrame(rows)
-    if policies.empty:
-        raise MoalignError(f"search run {parent.info.run_id} has no child runs")
-    order = {"base": 0, "trained": 1, "soup": 2}
-    policies = policies.sort_values(["role", "weights"], key=lambda s: s.map(order) if s.name == "role" else s,
-                                    ascending=[True, False]).reset_index(drop=True)
+            curves[label if len(scores.seeds) == 1 else f"{label} s{run['seed']}"] = pd.DataFrame(history).sort_index()
+        if samples[run["key"]] is not None:
+            first_samples.setdefault(label, samples[run["key"]])
     return Search(parent.info.run_id, parent.info.run_name or parent.info.run_id[:8], params.get("strategy", "?"),
-                  objectives, directions, dict(parent.data.metrics), policies, curves, samples)
+                  objectives, directions, dict(parent.data.metrics), policies, runs, scores, bounds, n_bootstrap,
+                  curves, first_samples)
+
+
+def _parents(client, exp, experiment: str, run_ids: list[str]) -> list:
+    """The named runs, each checked to be a search of `experiment`, or one line saying which is not."""
+    from mlflow.exceptions import MlflowException
+
+    parents = []
+    for run_id in run_ids:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            known = client.search_runs([exp.experiment_id], "tags.`moalign.kind` = 'search'", max_results=20)
+            listing = ", ".join(f"{r.info.run_id} ({r.info.run_name})" for r in known) or "none"
+            raise MoalignError(f"--runs: no run {run_id!r} in the MLflow store (searches in {experiment!r}: {listing})") from None
+        if run.info.experiment_id != exp.experiment_id or run.data.tags.get("moalign.kind") != "search":
+            raise MoalignError(f"--runs: run {run_id!r} is not a search of experiment {experiment!r}")
+        parents.append(run)
+    return parents
 
 
 def load_searches(experiment: str, run_ids: list[str] | None = None, tracking_uri: str | None = None) -> list[Search]:
@@ -83,7 +139,7 @@ def load_searches(experiment: str, run_ids: list[str] | None = None, tracking_ur
         names = ", ".join(e.name for e in client.search_experiments()) or "none"
         raise MoalignError(f"no MLflow experiment {experiment!r} (experiments: {names})")
     if run_ids:
-        parents = [client.get_run(r) for r in run_ids]
+        parents = _parents(client, exp, experiment, run_ids)
     else:
         parents = client.search_runs([exp.experiment_id], "tags.`moalign.kind` = 'search' and attributes.status = 'FINISHED'",
                                      order_by=["attributes.start_time ASC"], max_results=1000)

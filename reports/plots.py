@@ -26,6 +26,19 @@ def _arrow(direction: str) -> str:
     return "↑ better" if direction == "maximize" else "↓ better"
 
 
+def _interval_lines(ax, table: pd.DataFrame, x: str, y: str, pts: np.ndarray, color) -> None:
+    """Each policy's 95% interval on x (horizontal) and y (vertical) through its mean, where the
+    table has them (`<objective>_ci_low`, `<objective>_ci_high`); drawn as lines, not symmetric
+    error bars, because a percentile interval need not be centred on the mean."""
+    for axis, column in ((0, x), (1, y)):
+        if f"{column}_ci_low" not in table:
+            continue
+        low, high = (table[f"{column}_ci_{end}"].to_numpy(dtype=float) for end in ("low", "high"))
+        ok = np.isfinite(low) & np.isfinite(high)
+        draw = ax.hlines if axis == 0 else ax.vlines
+        draw(pts[ok, 1 - axis], low[ok], high[ok], color=color, alpha=0.5, linewidth=1.2)
+
+
 def plot_front(ax, table: pd.DataFrame, x: str, y: str, directions: dict, label: str = "", color=None):
     """Scatter the policies of one search on (x, y); join its non-dominated points on this pair."""
     pts = table[[x, y]].to_numpy(dtype=float)
@@ -37,6 +50,7 @@ def plot_front(ax, table: pd.DataFrame, x: str, y: str, directions: dict, label:
             ax.scatter(pts[sel, 0], pts[sel, 1], marker=marker, color="grey" if role == "base" else color,
                        s=60 if role == "base" else 40, alpha=0.9, edgecolor="black", linewidth=0.5,
                        label=f"{label} {role}".strip())
+    _interval_lines(ax, table, x, y, pts, color)
     front = pts[nd][np.argsort(pts[nd, 0])]
     ax.plot(front[:, 0], front[:, 1], "-", color=color, alpha=0.7)
     for (_, row), p in zip(table.iterrows(), pts):
@@ -76,9 +90,14 @@ def parallel_coordinates_figure(table: pd.DataFrame, objectives: Sequence[str], 
     return fig
 
 
-def bar_figure(values: dict[str, float], ylabel: str):
+def bar_figure(values: dict[str, float], ylabel: str, intervals: dict[str, tuple[float, float]] | None = None):
+    """One bar per entry; `intervals` (low, high) are drawn over the bars where finite."""
     fig, ax = plt.subplots(figsize=(max(3, 1.2 * len(values) + 1), 3.2))
     ax.bar(list(values), list(values.values()), color=[f"C{i}" for i in range(len(values))])
+    for i, name in enumerate(values):
+        low, high = (intervals or {}).get(name, (np.nan, np.nan))
+        if np.isfinite(low) and np.isfinite(high):
+            ax.errorbar(i, (low + high) / 2, yerr=(high - low) / 2, fmt="none", ecolor="black", capsize=5)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -58,3 +58,52 @@ def test_weight_vectors_from_pymoo_and_lists():
         weight_vectors([[1, 1, 1]], ["a", "b"])
     with pytest.raises(ConfigError, match="method"):
         weight_vectors({"method": "grid"}, ["a", "b"])
+
+
+def test_expected_utility_on_a_common_scale():
+    # alone, the two dominated rows normalise to their own range and one reaches utility 1;
+    # on the scale of all five rows they are the mediocre points they are
+    alone = expected_utility(SCORES[3:], DIRS, np.array([[0.5, 0.5]]))
+    common = expected_utility(SCORES[3:], DIRS, np.array([[0.5, 0.5]]), scale=SCORES)
+    assert alone == pytest.approx(1.0)
+    assert common == pytest.approx(0.5 * (0.5 + 15 / 30))  # row 3: rouge (0.3-0.1)/0.4, words (40-25)/30
+
+
+def test_weight_vectors_refuse_bad_sizes_by_key():
+    with pytest.raises(ConfigError, match=r"search.weights.n_partitions: expected an integer >= 1, got -1"):
+        weight_vectors({"method": "das-dennis", "n_partitions": -1}, ["a", "b"])
+    with pytest.raises(ConfigError, match=r"search.weights.n_points: expected an integer >= 3, got 2"):
+        weight_vectors({"method": "energy", "n_points": 2, "seed": 1}, ["a", "b", "c"])
+    with pytest.raises(ConfigError, match=r"search.weights.n_parts: not a parameter of 'das-dennis'"):
+        weight_vectors({"method": "das-dennis", "n_parts": 3}, ["a", "b"])
+    # pymoo's own answer (a bare Exception) for a count das-dennis cannot place evenly, on one line
+    with pytest.raises(ConfigError, match=r"n_points = 7\) can not be created uniformly\. Either choose n_points = 6"):
+        weight_vectors({"method": "das-dennis", "n_points": 7}, ["a", "b", "c"])
+
+
+def test_weight_vectors_let_other_errors_through(monkeypatch):
+    from moalign.pareto import weights
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug inside pymoo")
+
+    monkeypatch.setattr(weights, "get_reference_directions", broken)
+    with pytest.raises(RuntimeError, match="a bug inside pymoo"):
+        weight_vectors({"method": "das-dennis", "n_partitions": 2}, ["a", "b"])
+
+
+def test_weight_vectors_are_distinct():
+    # [2, 0] is [1, 0] again: one policy, trained once
+    np.testing.assert_allclose(weight_vectors([[1, 0], [2, 0], [1, 1]], ["a", "b"]), [[1, 0], [0.5, 0.5]])
+
+
+def test_reference_point_specs_are_checked_up_front():
+    from moalign.pareto.front import check_reference_point
+
+    with pytest.raises(ConfigError, match=r"search.reference_point must be nadir\|base\|\{objective: value\}, got 'foo'"):
+        check_reference_point("foo")
+    with pytest.raises(ConfigError, match=r"search.reference_point: 'bda' is not an objective of the front \(good, bad\)"):
+        check_reference_point({"good": 0, "bda": 0}, ["good", "bad"])
+    with pytest.raises(ConfigError, match=r"search.reference_point.good: expected a number, got 'low'"):
+        check_reference_point({"good": "low", "bad": 0})
+    check_reference_point({"good": 0, "bad": 0.5}, ["good", "bad"])

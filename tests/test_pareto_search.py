@@ -1,4 +1,6 @@
 """Grid and soups searches on the tiny model: MLflow layout, front, hypervolume, exact soups, resume."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -38,7 +40,8 @@ def test_search_records_children_front_and_hypervolume(strategy, tiny_llama, in_
     assert parent.info.status == "FINISHED" and parent.data.tags["moalign.kind"] == "search"
     children = children_of(client, result.parent_run_id)
     roles = sorted(c.data.tags["moalign.role"] for c in children)
-    expected = ["base"] + ["trained"] * 3 if strategy == "grid" else ["base"] + ["soup"] * 3 + ["trained"] * 2
+    # soups: the endpoints are the policies at the one-hot weights; only the middle one is a mix
+    expected = ["base"] + ["trained"] * 3 if strategy == "grid" else ["base"] + ["soup"] + ["trained"] * 2
     assert roles == sorted(expected)
     assert all(c.info.status == "FINISHED" and "eval/good" in c.data.metrics for c in children)
     # the non-dominated set and hypervolume, recomputed here with pymoo from the children's metrics
@@ -52,9 +55,7 @@ def test_search_records_children_front_and_hypervolume(strategy, tiny_llama, in_
     assert {a.path for a in client.list_artifacts(result.parent_run_id)} >= {"front.csv", "front.png"}
     # the two extremes pull apart: all-"good" says "good" more than all-"bad" does
     table = result.policies.set_index("weights")
-    extreme = "soup" if strategy == "soups" else "trained"
-    by_role = result.policies[result.policies["role"] == extreme].set_index("weights")
-    assert by_role.loc["1.0000,0.0000", "good"] > by_role.loc["0.0000,1.0000", "good"]
+    assert table.loc["1.0000,0.0000", "good"] > table.loc["0.0000,1.0000", "good"]
     assert table.loc["", "role"] == "base"
 
 
@@ -117,7 +118,7 @@ def test_resumed_search_trains_nothing_twice(tiny_llama, in_tmp, monkeypatch):
     parent = client.search_runs([client.get_experiment_by_name("search").experiment_id], "tags.`moalign.kind` = 'search'")[0]
     assert parent.info.status == "KILLED"
     first = {c.data.tags["moalign.key"]: c for c in children_of(client, parent.info.run_id)}
-    assert first["train:0.5000,0.5000"].info.status == "KILLED"
+    assert first["train:0.5000,0.5000:s0"].info.status == "KILLED"
 
     calls["n"] = 0
     result = moalign.search(config)
@@ -125,10 +126,10 @@ def test_resumed_search_trains_nothing_twice(tiny_llama, in_tmp, monkeypatch):
     # steps 6-8 of the interrupted run, then the third run's 8: nothing else was trained again
     assert calls["n"] == 3 + 8
     after = {c.data.tags["moalign.key"]: c for c in children_of(client, parent.info.run_id)}
-    assert set(after) == set(first) | {"train:0.0000,1.0000"}
-    for key in ("base", "train:1.0000,0.0000"):  # finished before: untouched
+    assert set(after) == set(first) | {"train:0.0000,1.0000:s0"}
+    for key in ("base", "train:1.0000,0.0000:s0"):  # finished before: untouched
         assert after[key].info.end_time == first[key].info.end_time
-    resumed = client.get_metric_history(after["train:0.5000,0.5000"].info.run_id, "loss")
+    resumed = client.get_metric_history(after["train:0.5000,0.5000:s0"].info.run_id, "loss")
     assert sorted(m.step for m in resumed) == list(range(1, 9))
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
 
@@ -137,11 +138,39 @@ def test_soups_search_without_tracking_keeps_endpoints_apart(tiny_llama, in_tmp)
     config = search_config(tiny_llama, in_tmp, "soups", steps=8)
     config.train.tracking.enabled = False
     result = moalign.search(config)
-    trained = result.policies[result.policies["role"] == "trained"]
+    trained = result.runs[result.runs["role"] == "trained"]
     assert result.parent_run_id is None and len(set(trained["adapter_dir"])) == 2
-    soups = result.policies[result.policies["role"] == "soup"].set_index("weights")
-    ends = trained.set_index("weights")
-    for w in ("1.0000,0.0000", "0.0000,1.0000"):  # greedy evaluation of an exact endpoint soup = the endpoint
-        assert soups.loc[w, "good"] == pytest.approx(ends.loc[w, "good"])
-        assert soups.loc[w, "bad"] == pytest.approx(ends.loc[w, "bad"])
+    # each distinct policy once: the soups at (1, 0) and (0, 1) are the endpoints, not two more policies
+    assert sorted(result.policies["role"]) == ["base", "soup", "trained", "trained"]
+    assert result.policies.set_index("weights").loc["0.5000,0.5000", "role"] == "soup"
     assert not (in_tmp / "mlflow.db").exists()
+
+
+def test_search_finishes_a_child_stopped_before_its_first_checkpoint(tiny_llama, in_tmp, monkeypatch):
+    from moalign.rl import trainer
+
+    config = search_config(tiny_llama, in_tmp, "grid", steps=4, weights=[[1, 0]])  # one checkpoint: step 4
+    config.evaluate_base = False
+    real = trainer.policy_update
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "policy_update", killed)
+    with pytest.raises(KeyboardInterrupt):
+        moalign.search(config)
+    client = MlflowClient(resolve_tracking_uri())
+    parent = client.search_runs([client.get_experiment_by_name("search").experiment_id], "tags.`moalign.kind` = 'search'")[0]
+    (child,) = children_of(client, parent.info.run_id)
+    # a hard kill (SIGKILL, power cut) during step 1 leaves the run RUNNING and no checkpoint behind
+    client.update_run(child.info.run_id, status="RUNNING")
+    assert not (Path(config.train.output_dir) / child.info.run_id / "checkpoint").exists()
+
+    monkeypatch.setattr(trainer, "policy_update", real)
+    result = moalign.search(config)
+    assert result.parent_run_id == parent.info.run_id
+    (after,) = children_of(client, parent.info.run_id)
+    assert after.info.run_id == child.info.run_id and after.info.status == "FINISHED"  # the same run, started afresh
+    assert after.data.metrics["train_steps"] == 4
+    assert sorted(m.step for m in client.get_metric_history(after.info.run_id, "loss")) == [1, 2, 3, 4]
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"

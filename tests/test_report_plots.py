@@ -1,5 +1,7 @@
 """Report figures from a hand-made table of policies (no training)."""
+import numpy as np
 import pandas as pd
+import pytest
 
 from reports import plots
 
@@ -26,3 +28,24 @@ def test_parallel_coordinates_scale_each_axis_so_one_is_best():
     ys = {line.get_label(): list(line.get_ydata()) for line in lines if line.get_label().startswith(("base", "trained", "soup"))}
     assert ys["trained w=1/0/0"][0] == 1.0  # the best rouge_l
     assert ys["trained w=0/0.5/0.5"][1] == 1.0  # the fewest words: minimised, so flipped to 1
+
+
+def test_front_points_carry_their_intervals():
+    table = TABLE.assign(rouge_l_ci_low=TABLE["rouge_l"] - 0.02, rouge_l_ci_high=TABLE["rouge_l"] + 0.03,
+                         verbosity_ci_low=TABLE["verbosity"] - 1.0, verbosity_ci_high=TABLE["verbosity"] + 2.0)
+    fig = plots.pareto_pairs_figure({"grid": table}, ["rouge_l", "verbosity"], DIRS)
+    segments = [seg for c in fig.get_axes()[0].collections if hasattr(c, "get_segments") for seg in c.get_segments()]
+    # one horizontal (rouge_l) and one vertical (verbosity) line through each of the four policies
+    horizontal = sorted((s[0][0], s[1][0], s[0][1]) for s in segments if s[0][1] == s[1][1])
+    vertical = sorted((s[0][1], s[1][1], s[0][0]) for s in segments if s[0][0] == s[1][0])
+    assert len(horizontal) == len(vertical) == 4
+    assert horizontal[0] == pytest.approx((0.18, 0.23, 8.0)) and vertical[0] == pytest.approx((7.0, 10.0, 0.20))
+
+
+def test_hypervolume_bars_show_their_intervals():
+    fig = plots.bar_figure({"soups": 755.0, "grid": 704.0}, "hypervolume", {"soups": (700.0, 810.0), "grid": (np.nan, np.nan)})
+    ax = fig.get_axes()[0]
+    bars = [c for c in ax.containers if c.__class__.__name__ == "ErrorbarContainer"]
+    assert len(bars) == 1  # no interval for grid, so no bar for it
+    (segment,) = bars[0].lines[2][0].get_segments()
+    assert segment[:, 1].tolist() == [700.0, 810.0] and segment[0, 0] == 0

@@ -24,6 +24,28 @@ def non_dominated(scores: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     return mask
 
 
+REFERENCE_POINTS = ("nadir", "base")
+
+
+def check_reference_point(spec, names: Sequence[str] | None = None, key: str = "search.reference_point") -> None:
+    """`nadir`, `base`, or `{objective: number}`; with `names`, the mapping must give exactly those
+    objectives. Checked before any training, so that a typo does not cost a search."""
+    if isinstance(spec, dict):
+        for name, value in spec.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ConfigError(f"{key}.{name}: expected a number, got {value!r}")
+        if names is not None:
+            unknown = [n for n in spec if n not in names]
+            if unknown:
+                raise ConfigError(f"{key}: {unknown[0]!r} is not an objective of the front "
+                                  f"({', '.join(names)})")
+            missing = [n for n in names if n not in spec]
+            if missing:
+                raise ConfigError(f"{key}: no value for {missing[0]!r}")
+    elif spec not in REFERENCE_POINTS:
+        raise ConfigError(f"{key} must be nadir|base|{{objective: value}}, got {spec!r}")
+
+
 def reference_point(scores: np.ndarray, directions: Sequence[str], spec="nadir", names: Sequence[str] = (),
                     base_scores: np.ndarray | None = None, margin: float = 0.1) -> np.ndarray:
     """Reference point in minimisation space.
@@ -33,16 +55,13 @@ def reference_point(scores: np.ndarray, directions: Sequence[str], spec="nadir",
     `{objective: value}` in natural direction: as given.
     """
     if isinstance(spec, dict):
-        missing = [n for n in names if n not in spec]
-        if missing:
-            raise ConfigError(f"search.reference_point: no value for {missing[0]!r}")
+        check_reference_point(spec, names)
         return to_minimize([[float(spec[n]) for n in names]], directions)[0]
     if spec == "base":
         if base_scores is None:
             raise ConfigError("search.reference_point 'base' needs the base model to be evaluated")
         return to_minimize(np.atleast_2d(base_scores), directions)[0]
-    if spec != "nadir":
-        raise ConfigError(f"search.reference_point must be nadir|base|{{objective: value}}, got {spec!r}")
+    check_reference_point(spec)
     F = to_minimize(scores, directions)
     span = F.max(0) - F.min(0)
     return F.max(0) + margin * np.where(span > 0, span, 1.0)
@@ -56,13 +75,17 @@ def hypervolume(scores: np.ndarray, directions: Sequence[str], ref_point: np.nda
     return float(HV(ref_point=np.asarray(ref_point, dtype=float)).do(F))
 
 
-def expected_utility(scores: np.ndarray, directions: Sequence[str], weights: np.ndarray) -> float:
+def expected_utility(scores: np.ndarray, directions: Sequence[str], weights: np.ndarray,
+                     scale: np.ndarray | None = None) -> float:
     """Mean over weight vectors of the best linear utility any policy reaches (Zintgraf et al., 2015).
 
-    Scores are min-max normalised over the candidates first (1 = best seen), so objectives on
-    different scales weigh as their weights say.
+    Scores are min-max normalised first (1 = best seen), so objectives on different scales weigh
+    as their weights say. The range comes from `scale` (rows of scores, e.g. every policy of every
+    search in a report) or else from `scores` themselves: two searches compare only on one scale
+    and one set of weights.
     """
     U = -to_minimize(scores, directions)  # higher is better on every column
-    span = U.max(0) - U.min(0)
-    U = (U - U.min(0)) / np.where(span > 0, span, 1.0)
+    R = U if scale is None else -to_minimize(scale, directions)
+    span = R.max(0) - R.min(0)
+    U = (U - R.min(0)) / np.where(span > 0, span, 1.0)
     return float((np.asarray(weights) @ U.T).max(1).mean())

@@ -1,8 +1,9 @@
-"""Run a Pareto search: train or interpolate one policy per weight vector, evaluate every policy
-on the held-out prompts, and record the front in MLflow (a parent run, one child per policy).
+"""Run a Pareto search: train or interpolate one policy per weight vector (once per training seed),
+evaluate every policy on the held-out prompts, and record the front with its uncertainty in MLflow
+(a parent run, one child per policy and seed).
 
 Resumable: the parent is found again by a hash of the config; finished children are read back
-instead of recomputed, interrupted ones continue from their checkpoints.
+instead of recomputed, interrupted ones continue from their checkpoints (see children.py).
 """
 from __future__ import annotations
 
@@ -18,142 +19,96 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from moalign.errors import ConfigError
+from moalign.pareto.children import Children, child_key, weights_key
 from moalign.pareto.config import SearchConfig
-from moalign.pareto.front import expected_utility, hypervolume, non_dominated, reference_point
+from moalign.pareto.front import check_reference_point, expected_utility, reference_point
+from moalign.pareto.uncertainty import CONFIDENCE, PolicyScores
 from moalign.pareto.weights import weight_vectors
 from moalign.registry import build_objectives
-from moalign.rl.evaluation import evaluate_policy
 from moalign.rl.reward import MultiObjectiveReward
-from moalign.rl.trainer import check_objective_fields, load_data, train
+from moalign.rl.trainer import check_objective_fields, load_data
 from moalign.tracking import make_tracker
 
 
 @dataclass
 class SearchResult:
     parent_run_id: str | None
-    policies: pd.DataFrame  # one row a policy: key, role, run_id, weights, w_<obj>, <objective>..., non_dominated
+    # one row a policy (role, weights): w_<obj>, n_seeds, <objective> (mean over seeds),
+    # <objective>_ci_low/_ci_high, non_dominated, train_steps and wall_time_s (all seeds)
+    policies: pd.DataFrame
+    runs: pd.DataFrame  # one row a child run: key, role, seed, run_id, weights, adapter_dir, <objective>...
     objectives: list[str]
     directions: list[str]
-    hypervolume: float
+    hypervolume: float  # of the policies' means
+    hypervolume_ci: tuple[float, float]  # 95% bootstrap interval over prompts and seeds
     expected_utility: float
     reference_point: list[float]
-
-
-def weights_key(weights) -> str:
-    return ",".join(f"{w:.4f}" for w in weights)
+    n_prompts: int
+    seeds: list[int]
 
 
 def search_id(config: SearchConfig) -> str:
     """Same config, same id: how a re-run finds its earlier parent run."""
     data = asdict(config)
     data["train"].pop("progress", None)
+    data.pop("n_bootstrap", None)  # summarises the children, does not change them
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class _Children:
-    """The children of a parent run, by key; runs each missing or unfinished one."""
-
-    def __init__(self, tracker, parent_id, experiment_runs):
-        self.tracker, self.parent_id = tracker, parent_id
-        self.runs = {r.data.tags.get("moalign.key"): r for r in experiment_runs}
-
-    def finished(self, key):
-        run = self.runs.get(key)
-        return run if run is not None and run.info.status == "FINISHED" else None
-
-    def unfinished_id(self, key):
-        run = self.runs.get(key)
-        return run.info.run_id if run is not None and run.info.status != "FINISHED" else None
+def _check_seed_splits(train_cfg, seeds: list[int], eval_records: list[dict]) -> None:
+    """Every seed's policies must answer the same evaluation prompts, or neither their means nor
+    the paired bootstrap compare; the trainer's split of `data.train` may follow the seed."""
+    prompts = [r["prompt"] for r in eval_records]
+    for seed in seeds:
+        cfg = copy.deepcopy(train_cfg)
+        cfg.seed = seed
+        if [r["prompt"] for r in load_data(cfg)[1]] != prompts:
+            raise ConfigError(f"search.seeds: seed {seed} holds out other evaluation prompts than train.seed "
+                              f"{train_cfg.seed} (the split of train.data.train follows the seed); set train.data.eval "
+                              "to a held-out file so that every seed is evaluated on the same prompts")
 
 
-def _row(key, role, run_id, weights, names, scores, steps, wall_time, adapter_dir=None):
-    """One policy of the search: identity, weights (none for the base model), cost and scores."""
-    row = {"key": key, "role": role, "run_id": run_id, "weights": weights_key(weights) if weights is not None else "",
-           "train_steps": steps, "wall_time_s": wall_time, "adapter_dir": str(adapter_dir) if adapter_dir else ""}
-    for i, name in enumerate(names):
-        row[f"w_{name}"] = float(weights[i]) if weights is not None else np.nan
-    row.update(scores)
-    return row
+def _parent(tracker, config: SearchConfig, sid: str, params: dict) -> str | None:
+    found = tracker.find_runs(f"tags.`moalign.search_id` = '{sid}' and tags.`moalign.kind` = 'search'")
+    if found:
+        tracker.resume_run(found[0].info.run_id)
+        return found[0].info.run_id
+    parent_id = tracker.start_run(config.name or f"{config.strategy}-search", {
+        "moalign.search_id": sid, "moalign.kind": "search", "moalign.strategy": config.strategy})
+    tracker.log_params(parent_id, params)
+    return parent_id
 
 
-def _row_from_run(run, key, role, names, weights):
-    scores = {k[len("eval/"):]: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
-    checkpoint = run.data.tags.get("moalign.checkpoint_dir")
-    adapter = Path(checkpoint).parent / "adapter" if checkpoint else None
-    wall = run.data.metrics.get("train_wall_time_s", run.data.metrics.get("eval_wall_time_s", 0.0))
-    return _row(key, role, run.info.run_id, weights, names, scores, int(run.data.metrics.get("train_steps", 0)), wall, adapter)
+def _run_children(config: SearchConfig, children: Children, W: np.ndarray, seeds: list[int]) -> None:
+    """Base model once; then per seed: the grid's policies, or the soups' endpoints and their mixes."""
+    train_cfg, m = config.train, len(children.names)
+    if config.evaluate_base and children.read_back("base", "base", train_cfg.seed, None) is None:
+        from moalign.models import load_causal_lm, load_tokenizer
 
-
-def _evaluate_child(tracker, children, key, role, weights, names, model, tokenizer, eval_records, objectives, train_cfg, tags):
-    """An evaluation-only child run (base model or interpolated policy)."""
-    t0 = time.perf_counter()
-    run_id = children.unfinished_id(key)
-    if run_id:
-        tracker.resume_run(run_id)
-    else:
-        run_id = tracker.start_run(f"{role}:{weights_key(weights)}" if weights is not None else role, tags, children.parent_id)
-        if weights is not None:
-            tracker.log_params(run_id, {"reward.weights": [float(w) for w in weights]})
-    try:
-        scores_df, samples = evaluate_policy(model, tokenizer, eval_records, objectives, train_cfg.sampling,
-                                             train_cfg.model.use_chat_template, seed=train_cfg.seed)
-    except BaseException:
-        tracker.end_run(run_id, "KILLED")
-        raise
-    scores = {n: float(scores_df[n].mean()) for n in scores_df.columns}
-    wall = time.perf_counter() - t0
-    tracker.log_metrics(run_id, [(0, {**{f"eval/{k}": v for k, v in scores.items()}, "eval_wall_time_s": wall, "train_steps": 0})])
-    tracker.log_table(run_id, samples, "eval_samples.json")
-    tracker.end_run(run_id, "FINISHED")
-    return _row(key, role, run_id, weights, names, scores, 0, wall)
-
-
-def train_hash(cfg) -> str:
-    """Identity of a training run's outcome: its config without bookkeeping fields."""
-    data = asdict(cfg)
-    data.pop("progress", None)
-    data["tracking"] = {}
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _reuse(tracker, children, key, role, weights, names, thash, tags):
-    """A finished run with the same training config elsewhere in the experiment (e.g. the soups'
-    endpoints when a grid includes the extremes): copy its record instead of training again."""
-    for run in tracker.find_runs(f"tags.`moalign.train_hash` = '{thash}' and attributes.status = 'FINISHED'"):
-        if run.data.tags.get("mlflow.parentRunId") == children.parent_id:
+        tokenizer = load_tokenizer(train_cfg.model.name, train_cfg.model.trust_remote_code)
+        tokenizer.padding_side = "left"
+        model = load_causal_lm(train_cfg.model.name, train_cfg.model.dtype, None, train_cfg.model.trust_remote_code)
+        children.evaluate("base", train_cfg.seed, None, model, tokenizer)
+        del model
+    for seed in seeds:
+        if config.strategy == "grid":
+            for w in W:
+                children.train(w, seed)
             continue
-        metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("eval/") or k in ("train_steps", "train_wall_time_s")}
-        run_id = tracker.start_run(f"{role}:{weights_key(weights)}", {**tags, "moalign.reused_from": run.info.run_id,
-                                                                      "moalign.train_hash": thash,
-                                                                      **{k: v for k, v in run.data.tags.items() if k == "moalign.checkpoint_dir"}},
-                                   children.parent_id)
-        tracker.log_params(run_id, {"reward.weights": [float(w) for w in weights]})
-        tracker.log_metrics(run_id, [(0, metrics)])
-        samples = tracker.read_table(run.info.run_id, "eval_samples.json")
-        if samples is not None:
-            tracker.log_table(run_id, samples, "eval_samples.json")
-        tracker.end_run(run_id, "FINISHED")
-        return _row_from_run(tracker.get_run(run_id), key, role, names, weights)
-    return None
+        endpoints = [children.train(e, seed) for e in np.eye(m)]
+        # a soup at a one-hot weight vector is its endpoint: evaluating it again would count one
+        # policy twice on the front
+        mixes = [w for w in W if weights_key(w) not in {r["weights"] for r in endpoints}]
+        pending = [w for w in mixes if children.read_back(child_key("soup", w, seed), "soup", seed, w) is None]
+        if pending:
+            from moalign.pareto.soups import AdapterSoup
 
-
-def _train_child(tracker, children, key, role, weights, names, train_cfg, tags):
-    run = children.finished(key)
-    if run is not None:
-        return _row_from_run(run, key, role, names, weights)
-    cfg = copy.deepcopy(train_cfg)
-    cfg.reward.weights = [float(w) for w in weights]
-    cfg.tracking.run_name = f"{role}:{weights_key(weights)}"
-    thash = train_hash(cfg)
-    resume = children.unfinished_id(key)
-    if resume is None:
-        reused = _reuse(tracker, children, key, role, weights, names, thash, tags)
-        if reused is not None:
-            return reused
-    result = train(cfg, resume_run_id=resume, parent_run_id=children.parent_id,
-                   tags={**tags, "moalign.train_hash": thash}, tracker=tracker)
-    tracker.log_metrics(result.run_id, [(result.steps, {"train_steps": result.steps})])
-    return _row(key, role, result.run_id, weights, names, result.eval_scores, result.steps, result.wall_time, result.adapter_dir)
+            soup = AdapterSoup(train_cfg.model, [r["adapter_dir"] for r in endpoints])
+            for w in tqdm(pending, desc=f"soups (seed {seed})", disable=not train_cfg.progress):
+                with soup.mixed(w) as model:
+                    children.evaluate("soup", seed, w, model, soup.tokenizer)
+            del soup
 
 
 def run_search(config: SearchConfig, tracker=None) -> SearchResult:
@@ -162,71 +117,28 @@ def run_search(config: SearchConfig, tracker=None) -> SearchResult:
     train_cfg = config.train
     reward = MultiObjectiveReward(train_cfg.reward)  # validates objectives, weights and constraints
     names, directions = reward.names, reward.directions
+    check_reference_point(config.reference_point, names)
     W = weight_vectors(config.weights, names)
     _, eval_records = load_data(train_cfg)
     objectives = {**reward.all_objectives, **(build_objectives(train_cfg.eval_objectives) if train_cfg.eval_objectives else {})}
     check_objective_fields(objectives, eval_records)
+    seeds = config.training_seeds
+    _check_seed_splits(train_cfg, seeds, eval_records)
+    # objectives declare (low, high) bounds where they have them; intervals are clipped to them
+    bounds = {n: tuple(getattr(o, "bounds", (None, None))) for n, o in objectives.items()}
 
     tracker = tracker or make_tracker(train_cfg.tracking.enabled, train_cfg.tracking.experiment, train_cfg.tracking.tracking_uri)
     sid = search_id(config)
-    found = tracker.find_runs(f"tags.`moalign.search_id` = '{sid}' and tags.`moalign.kind` = 'search'")
-    if found:
-        parent_id = found[0].info.run_id
-        tracker.resume_run(parent_id)
-    else:
-        parent_id = tracker.start_run(config.name or f"{config.strategy}-search", {
-            "moalign.search_id": sid, "moalign.kind": "search", "moalign.strategy": config.strategy})
-        tracker.log_params(parent_id, {"strategy": config.strategy, "objectives": names, "directions": directions,
-                                       "eval_directions": {n: o.direction for n, o in objectives.items()},
-                                       "weights": W.round(4).tolist(), "reference_point": config.reference_point,
-                                       "model": train_cfg.model.name, "algorithm": train_cfg.algorithm.name,
-                                       "steps_per_run": train_cfg.optim.steps})
-    existing = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent_id}'") if parent_id else []
-    children = _Children(tracker, parent_id, existing)
-
-    def tags(key: str, role: str) -> dict:
-        return {"moalign.key": key, "moalign.role": role, "moalign.search_id": sid}
-
-    rows = []
+    parent_id = _parent(tracker, config, sid, {
+        "strategy": config.strategy, "objectives": names, "directions": directions,
+        "eval_directions": {n: o.direction for n, o in objectives.items()},
+        "bounds": {n: list(b) for n, b in bounds.items()}, "weights": W.round(4).tolist(),
+        "reference_point": config.reference_point, "seeds": seeds, "n_bootstrap": config.n_bootstrap,
+        "confidence": CONFIDENCE, "model": train_cfg.model.name, "algorithm": train_cfg.algorithm.name,
+        "steps_per_run": train_cfg.optim.steps})
+    children = Children(tracker, parent_id, sid, train_cfg, names, objectives, eval_records)
     try:
-        if config.evaluate_base:
-            run = children.finished("base")
-            if run is not None:
-                rows.append(_row_from_run(run, "base", "base", names, None))
-            else:
-                from moalign.models import load_causal_lm, load_tokenizer
-
-                tokenizer = load_tokenizer(train_cfg.model.name, train_cfg.model.trust_remote_code)
-                tokenizer.padding_side = "left"
-                model = load_causal_lm(train_cfg.model.name, train_cfg.model.dtype, None, train_cfg.model.trust_remote_code)
-                rows.append(_evaluate_child(tracker, children, "base", "base", None, names, model, tokenizer,
-                                            eval_records, objectives, train_cfg, tags("base", "base")))
-                del model
-        if config.strategy == "grid":
-            for w in W:
-                key = f"train:{weights_key(w)}"
-                rows.append(_train_child(tracker, children, key, "trained", w, names, train_cfg, tags(key, "trained")))
-        else:
-            endpoints = []
-            for i in range(len(names)):
-                e = np.eye(len(names))[i]
-                key = f"train:{weights_key(e)}"
-                endpoints.append(_train_child(tracker, children, key, "trained", e, names, train_cfg, tags(key, "trained")))
-            rows += endpoints
-            pending = [w for w in W if children.finished(f"soup:{weights_key(w)}") is None]
-            for w in W:
-                run = children.finished(f"soup:{weights_key(w)}")
-                if run is not None:
-                    rows.append(_row_from_run(run, f"soup:{weights_key(w)}", "soup", names, w))
-            if pending:
-                from moalign.pareto.soups import AdapterSoup
-
-                soup = AdapterSoup(train_cfg.model, [r["adapter_dir"] for r in endpoints])
-                for w in tqdm(pending, desc="soups", disable=not train_cfg.progress):
-                    key = f"soup:{weights_key(w)}"
-                    with soup.mixed(w) as model:
-                        rows.append(_evaluate_child(tracker, children, key, "soup", w, names, model, soup.tokenizer,
-                                                    eval_records, objectives, train_cfg, tags(key, "soup")))
+        _run_children(config, children, W, seeds)
     except KeyboardInterrupt:
         tracker.end_run(parent_id, "KILLED")
         raise
@@ -234,26 +146,31 @@ def run_search(config: SearchConfig, tracker=None) -> SearchResult:
         tracker.end_run(parent_id, "FAILED")
         raise
 
-    table = pd.DataFrame(rows)
-    scores = table[names].to_numpy(dtype=float)
-    table["non_dominated"] = non_dominated(scores, directions)
-    base = table.loc[table["role"] == "base", names].to_numpy(dtype=float)
-    ref = reference_point(scores, directions, config.reference_point, names, base[0] if len(base) else None)
-    hv = hypervolume(scores, directions, ref)
-    eu = expected_utility(scores, directions, W)
-    for run_id, nd in zip(table["run_id"], table["non_dominated"]):
-        tracker.set_tags(run_id, {"moalign.non_dominated": str(bool(nd)).lower()})
-    tracker.log_metrics(parent_id, [(0, {
-        "hypervolume": hv, "expected_utility": eu, "n_nondominated": int(table["non_dominated"].sum()),
-        "n_policies": len(table), "total_train_steps": int(table["train_steps"].sum()),
-        "total_policy_time_s": float(table["wall_time_s"].sum()), "wall_time_s": time.perf_counter() - started})])
+    runs = pd.DataFrame(children.rows)
+    scores = PolicyScores(runs, children.samples, list(objectives))
+    base = scores.table.loc[scores.table["role"] == "base", names].to_numpy(dtype=float)
+    ref = reference_point(scores.means(names), directions, config.reference_point, names, base[0] if len(base) else None)
+    front = scores.estimate(names, directions, ref, bounds, config.n_bootstrap, seed=train_cfg.seed)
+    table = front.table
+    eu = expected_utility(scores.means(names), directions, W)
+    nd = dict(zip(zip(table["role"], table["weights"]), table["non_dominated"]))
+    for run_id, role, weights in zip(runs["run_id"], runs["role"], runs["weights"]):
+        tracker.set_tags(run_id, {"moalign.non_dominated": str(bool(nd[(role, weights)])).lower()})
+    metrics = {"hypervolume": front.hypervolume, "expected_utility": eu, "n_nondominated": int(table["non_dominated"].sum()),
+               "n_policies": len(table), "n_runs": len(runs), "n_prompts": front.n_prompts, "n_seeds": front.n_seeds,
+               "total_train_steps": int(runs["train_steps"].sum()), "total_policy_time_s": float(runs["wall_time_s"].sum()),
+               "wall_time_s": time.perf_counter() - started}
+    if front.n_prompts:
+        metrics.update(hypervolume_ci_low=front.hypervolume_ci[0], hypervolume_ci_high=front.hypervolume_ci[1])
+    tracker.log_metrics(parent_id, [(0, metrics)])
     tracker.set_tags(parent_id, {"moalign.reference_point": json.dumps(ref.tolist())})
     if parent_id:
         with tempfile.TemporaryDirectory() as tmp:
-            table.drop(columns=["adapter_dir"]).to_csv(Path(tmp) / "front.csv", index=False)
+            table.to_csv(Path(tmp) / "front.csv", index=False)
             from reports.plots import save_front_png
 
             save_front_png(table, names, directions, Path(tmp) / "front.png", title=config.name or config.strategy)
             tracker.log_artifacts(parent_id, tmp)
     tracker.end_run(parent_id, "FINISHED")
-    return SearchResult(parent_id, table, names, directions, hv, eu, ref.tolist())
+    return SearchResult(parent_id, table, runs, names, directions, front.hypervolume, front.hypervolume_ci, eu,
+                        ref.tolist(), front.n_prompts, seeds)

@@ -1,0 +1,56 @@
+"""A search's settings fail when the config is built or when the search starts, never after training."""
+import json
+
+import pytest
+
+import moalign
+from moalign import ConfigError
+from moalign.pareto.config import SearchConfig
+from moalign.rl.config import DataConfig, OptimConfig, RewardConfig, TrackingConfig
+
+from rl_helpers import tiny_config, write_prompts
+
+OBJECTIVES = {"good": {"type": "word_share", "word": "good"}, "bad": {"type": "word_share", "word": "bad"}}
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"reference_point": "foo"}, r"reference_point must be nadir\|base\|\{objective: value\}, got 'foo'"),
+    ({"reference_point": {"good": "high"}}, r"reference_point.good: expected a number, got 'high'"),
+    ({"reference_point": "base", "evaluate_base": False}, "reference_point 'base' needs evaluate_base: true"),
+    ({"seeds": []}, r"seeds: expected a non-empty list of integers, got \[\]"),
+    ({"seeds": [0, 1, 0]}, r"seeds: \[0, 1, 0\] repeats a seed"),
+    ({"n_bootstrap": 10}, "n_bootstrap: expected an integer >= 100, got 10"),
+])
+def test_bad_search_fields_fail_when_the_config_is_built(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        SearchConfig(**fields)
+
+
+def train_config(tiny_llama, tmp, **data):
+    prompts = write_prompts(tmp / "prompts.jsonl")
+    config = tiny_config(tiny_llama, prompts, tmp, optim=OptimConfig(steps=2), reward=RewardConfig(objectives=OBJECTIVES),
+                         tracking=TrackingConfig(enabled=True, experiment="cfg"))
+    config.data = DataConfig(train=prompts, **data)
+    return config
+
+
+def test_unknown_objective_in_the_reference_point_fails_before_anything_runs(tiny_llama, in_tmp):
+    config = SearchConfig(train=train_config(tiny_llama, in_tmp), reference_point={"good": 0.0, "bda": 0.0})
+    with pytest.raises(ConfigError, match=r"search.reference_point: 'bda' is not an objective of the front \(good, bad\)"):
+        moalign.search(config)
+    assert not (in_tmp / "mlflow.db").exists()  # no run was started, nothing trained or loaded
+
+
+def test_seeds_that_would_evaluate_on_other_prompts_are_refused(tiny_llama, in_tmp):
+    # the trainer holds out a seeded split of data.train: seed 1's held-out prompts are not seed 0's
+    config = SearchConfig(train=train_config(tiny_llama, in_tmp), seeds=[0, 1])
+    with pytest.raises(ConfigError, match="search.seeds: seed 1 holds out other evaluation prompts than train.seed 0"):
+        moalign.search(config)
+    assert not (in_tmp / "mlflow.db").exists()
+    # with a held-out file every seed answers the same prompts: the check passes
+    (in_tmp / "eval.jsonl").write_text(json.dumps({"prompt": "the cat sat", "references": ["the cat"]}))
+    from moalign.pareto.search import _check_seed_splits
+    from moalign.rl.trainer import load_data
+
+    cfg = train_config(tiny_llama, in_tmp, eval=str(in_tmp / "eval.jsonl"))
+    _check_seed_splits(cfg, [0, 1, 2], load_data(cfg)[1])
