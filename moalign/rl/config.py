@@ -96,8 +96,9 @@ class RewardConfig:
         _check(isinstance(self.objectives, dict) and len(self.objectives) > 0, "reward.objectives: give at least one objective")
         if isinstance(self.constraints, str):
             self.constraints = [self.constraints]
-        for key, value, choices in (("scalarizer", self.scalarizer, SCALARIZERS), ("normalization", self.normalization, NORMALIZATIONS),
-                                    ("constraint_method", self.constraint_method, CONSTRAINT_METHODS)):
+        for key, choices in (("scalarizer", SCALARIZERS), ("normalization", NORMALIZATIONS),
+                             ("constraint_method", CONSTRAINT_METHODS)):
+            value = getattr(self, key)
             _check(value in choices, f"reward.{key} must be one of {' | '.join(choices)}, got {value!r}")
         for key in ("constraint_penalty", "lagrange_lr", "lagrange_init", "lagrange_max", "pbi_theta", "augment_rho"):
             value = getattr(self, key)

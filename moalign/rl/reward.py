@@ -55,7 +55,8 @@ class MultiObjectiveReward:
         self.normalizer = make_normalizer(config.normalization, self.columns, config.ranges)
         self.scalarizer = Scalarizer(config.scalarizer, self.weights, config.pbi_theta, config.augment_rho)
         self.ideal = IdealPoint()
-        self.multipliers = LagrangeMultipliers(len(self.constraints), config.lagrange_lr, config.lagrange_init, config.lagrange_max)
+        self.multipliers = LagrangeMultipliers(len(self.constraints), config.lagrange_lr, config.lagrange_init,
+                                               config.lagrange_max)
 
     @property
     def all_objectives(self) -> dict:
