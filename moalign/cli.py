@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 from moalign.errors import MoalignError
 
@@ -61,7 +64,10 @@ def _cmd_run(args) -> int:
 def _cmd_report(args) -> int:
     from reports.build import build_report
 
+    from moalign.data import check_writable
+
     runs = [r for r in (args.runs or "").split(",") if r]
+    check_writable(args.out, directory=True)
     paths = build_report(args.experiment, args.out, run_ids=runs or None, tracking_uri=args.tracking_uri)
     for path in paths:
         print(f"wrote {path}")
@@ -116,17 +122,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _sigterm_as_interrupt(received: list):
+    """SIGTERM (`kill`, a scheduler's stop, a container shutdown) is handled like Ctrl-C: it raises
+    KeyboardInterrupt in the main thread, on which the trainer checkpoints and marks its run KILLED.
+    Only the first one raises; a second one during that clean-up is ignored so that it completes."""
+    def handler(signum, frame):
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
-    # Keep the terminal for moalign's own progress bars: no bar per model load or artifact download.
+    """Run one command. Exit codes: 0 done, 2 bad input or a fault (one line on stderr), 130
+    interrupted (Ctrl-C), 143 stopped by SIGTERM (128 + 15, what schedulers read as "terminated")."""
+    # Keep the terminal for moalign's own progress bars: no bar per model load or artifact download,
+    # and no MLflow INFO lines (its warnings still show).
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    from moalign.tracking import bound_http_retries
+
+    bound_http_retries()
     args = build_parser().parse_args(argv)
+    received = []
     try:
-        return args.func(args)
+        with _sigterm_as_interrupt(received):
+            return args.func(args)
     except MoalignError as exc:
         print(f"moalign: error: {exc}", file=sys.stderr)
         return 2
-
+    except KeyboardInterrupt:
+        print("moalign: stopped by SIGTERM" if received else "moalign: interrupted", file=sys.stderr)
+        return 143 if received else 130
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -75,17 +75,79 @@ def _materialise_bundled() -> Path:
     return target
 
 
+HUB_TIMEOUT = 5.0  # seconds to wait for the hub before saying it cannot be reached
+
+
+def _check_model_dir(path: Path) -> None:
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
+    if not (path / "config.json").is_file():
+        raise MoalignError(f"model {str(path)!r}: not a model directory (no config.json)")
+    names = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
+    if not any((path / name).is_file() for name in names):
+        raise MoalignError(f"model {str(path)!r}: no weights in the directory ({' or '.join(names)})")
+
+
+def _check_hub_id(repo_id: str) -> None:
+    from huggingface_hub import is_offline_mode, model_info, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HFValidationError, HTTPError, RepositoryNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise MoalignError(f"model {repo_id!r}: no such directory (and not a Hugging Face hub id)") from None
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return
+    where = f"model {repo_id!r} is not a local directory nor in the Hugging Face cache"
+    if is_offline_mode():
+        raise MoalignError(f"{where}, and HF_HUB_OFFLINE is set: pass the path of a local model directory")
+    try:
+        model_info(repo_id, timeout=HUB_TIMEOUT)
+    except GatedRepoError:
+        return  # it exists: transformers will say what access it needs
+    except RepositoryNotFoundError:
+        raise MoalignError(f"{where}, nor on the Hugging Face hub (or it is private: log in with hf auth login)") from None
+    except HfHubHTTPError:
+        return  # the hub answered: transformers will download, or report what the hub said
+    except (HTTPError, OSError) as exc:
+        raise MoalignError(f"{where}, and the hub cannot be reached ({exc}): pass the path of a local model "
+                           f"directory".splitlines()[0]) from None
+
+
+def check_model(name_or_path: str) -> None:
+    """Fail in seconds, with one line, on a model that cannot load: a missing or weightless local
+    folder, or a hub id that is neither cached nor reachable (offline, transformers would fail with
+    a traceback; with the hub unreachable it retries for about a minute first). Loads nothing.
+    """
+    if name_or_path == BUNDLED:
+        if not (cache_dir() / BUNDLED / "config.json").is_file():
+            _bundled_gguf()
+        return
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        _check_model_dir(path)
+    elif path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.endswith("/"):
+        raise MoalignError(f"model {name_or_path!r}: no such directory")
+    else:
+        _check_hub_id(name_or_path)
+
+
 def resolve(name_or_path: str) -> str:
-    """A local directory or hub id that `from_pretrained` accepts."""
+    """A local directory or hub id that `from_pretrained` accepts (checked by `check_model`)."""
+    check_model(name_or_path)
     if name_or_path == BUNDLED:
         return str(_materialise_bundled())
-    return str(name_or_path)
+    return str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().is_dir() else str(name_or_path)
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:  # no tokenizer files, or ones transformers cannot read
+        raise MoalignError(f"cannot load the tokenizer of model {name_or_path!r}: {exc}".splitlines()[0]) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

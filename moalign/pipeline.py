@@ -12,6 +12,8 @@ objectives, a missing dataset all fail with one line naming the file and key.
 """
 from __future__ import annotations
 
+import dataclasses
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,36 +69,52 @@ def load_pipeline(path: str | Path, overrides: list[str] = ()) -> tuple[Pipeline
     return config, searches
 
 
-def validate(config: PipelineConfig, searches: list[SearchConfig]) -> None:
-    """Everything that can fail before training, checked before training."""
-    from moalign.pareto.weights import weight_vectors
-    from moalign.rl.reward import MultiObjectiveReward
-    from moalign.rl.trainer import check_objective_fields, load_data
+def _under_train(message: str) -> str:
+    """A training-config error (`reward.weights: ...`) named from the pipeline's top (`train.reward...`)."""
+    head = re.match(r"[a-z_]+(?=[.:\[])", message)
+    return f"train.{message}" if head and head.group(0) in _TRAIN_KEYS else message
 
-    reward = MultiObjectiveReward(config.train.reward)
+
+_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def validate(config: PipelineConfig, searches: list[SearchConfig]) -> None:
+    """Everything that can fail before training, checked before training (and before MLflow)."""
+    from moalign.data import check_writable
+    from moalign.pareto.weights import weight_vectors
+    from moalign.rl.cli import preflight
+    from moalign.rl.reward import MultiObjectiveReward
+
     try:
-        train_records, _ = load_data(config.train)
-    except ConfigError:
-        raise
-    except MoalignError as exc:
-        raise ConfigError(f"train.data: {exc}") from None
-    check_objective_fields(reward.all_objectives, train_records)
+        preflight(config.train)
+    except ConfigError as exc:
+        raise ConfigError(_under_train(str(exc))) from None
+    names = MultiObjectiveReward(config.train.reward).names
     for i, search in enumerate(searches):
         try:
-            weight_vectors(search.weights, reward.names)
+            weight_vectors(search.weights, names)
         except ConfigError as exc:
             detail = str(exc).removeprefix("search.").removeprefix("reward.")
             raise ConfigError(f"searches[{i}].{detail}") from None
+    if config.report.enabled:
+        try:
+            check_writable(config.report.out, directory=True)
+        except MoalignError as exc:
+            raise ConfigError(f"report.out: {exc}") from None
 
 
 def run_pipeline(config: PipelineConfig, searches: list[SearchConfig]) -> dict:
     from moalign.pareto.search import run_search
+    from moalign.tracking import make_tracker
 
     started = time.perf_counter()
+    tracking = config.train.tracking
+    # Opened before any model loads: it probes the store, so a wrong URI fails in seconds.
+    tracker = make_tracker(tracking.enabled, tracking.experiment, tracking.tracking_uri)
     results = []
     for i, search in enumerate(searches, 1):
         print(f"[{i}/{len(searches)}] {search.strategy} search: {search.name or ''}", flush=True)
-        result = run_search(search)
+        result = run_search(search, tracker=tracker)
         results.append(result)
         print(f"    hypervolume {result.hypervolume:.4g}, expected utility {result.expected_utility:.3f}, "
               f"{int(result.policies['non_dominated'].sum())}/{len(result.policies)} policies non-dominated", flush=True)

@@ -2,24 +2,57 @@
 
 Default store: a SQLite file `mlflow.db` in the working directory, or `$MLFLOW_TRACKING_URI`.
 Metrics go in batches (`log_batch`), never one call per value.
+
+Failures are one line (`MoalignError`), and bounded in time. MLflow's own HTTP defaults retry a
+failed request 7 times with exponential backoff and a 120 s timeout: minutes of silence before an
+unreachable server is reported. moalign sets (with `os.environ.setdefault`, so the variables
+still override) 3 tries (`MLFLOW_HTTP_REQUEST_MAX_RETRIES=2`), a 1 s backoff factor and a 10 s
+timeout: a refused connection is reported in about 3 s, a server that accepts but never answers
+in about 35 s (3 x 10 s + backoff). The tracker probes the store when it is created, so a wrong
+URI fails before any model loads; a server that goes away later fails the next call within the
+same bound, and every later call at once.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
+from moalign.errors import MoalignError
+
 PARAM_LIMIT = 6000  # MLflow's maximum length of a param value
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def bound_http_retries() -> None:
+    """moalign's bounded MLflow HTTP retries (see the module docstring), unless the user set them."""
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///...` URI (None for other stores and in-memory ones)."""
+    if not uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
 
 
 def flatten(params: dict, prefix: str = "") -> dict:
@@ -35,25 +68,107 @@ def flatten(params: dict, prefix: str = "") -> dict:
     return out
 
 
-def read_artifact_text(client, run_id: str, path: str) -> str | None:
-    """Text of a run's artifact, or None when the run has no such artifact."""
-    import tempfile
+def _connection_failure(exc: BaseException):
+    """The `requests` error behind a failed MLflow call, if the server could not be reached at all
+    (MLflow re-raises it as a plain MlflowException, keeping it as the cause or context)."""
+    import requests
 
+    while exc is not None:
+        if isinstance(exc, requests.RequestException):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    """A few words for why a request failed; urllib3's messages nest the whole retry story."""
+    text = str(exc)
+    for pattern in (r"\[Errno -?\d+\] ([^'\")]+)", r"(Read timed out)", r"(too many \d+ error responses)"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(1).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def describe_failure(uri: str, what: str, exc: BaseException) -> tuple[str, bool] | None:
+    """(one-line message, whether the server is unreachable) for a failed MLflow call, or None
+    when `exc` is not a tracking failure (a bug in moalign, to be raised as it is)."""
+    from mlflow.exceptions import MlflowException
+
+    failure = _connection_failure(exc)
+    if failure is not None:
+        tries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", 7)) + 1
+        timeout = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
+        return (f"MLflow tracking server {uri} is not answering ({what}: {_reason(failure)}); gave up after "
+                f"{tries} tries with a {timeout} s timeout each (MLFLOW_HTTP_REQUEST_MAX_RETRIES, "
+                f"MLFLOW_HTTP_REQUEST_TIMEOUT)"), True
+    if isinstance(exc, MlflowException):
+        detail = (exc.message or str(exc)).strip().splitlines()
+        return f"MLflow ({uri}): {what} failed: {detail[0] if detail else exc.error_code}", False
+    if isinstance(exc, OSError):  # a local store or artifact folder that cannot be written
+        return f"MLflow ({uri}): {what} failed: {exc}".splitlines()[0], False
+    return None
+
+
+def _missing_artifact(exc: BaseException) -> bool:
+    """MLflow 3 raises MlflowException(RESOURCE_DOES_NOT_EXIST) for a missing artifact, from a
+    SQLite/local store and from an HTTP server alike; anything else is a real failure."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _download_text(client, run_id: str, path: str) -> str | None:
+    """Text of a run's artifact, None when it has no such artifact; other failures raise as they are."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = client.download_artifacts(run_id, path, tmp)
-        except Exception:  # MLflow raises several types for a missing artifact
-            return None
+        except Exception as exc:
+            if _missing_artifact(exc):
+                return None
+            raise
         return Path(local).read_text(encoding="utf-8")
+
+
+def _table(text: str | None) -> pd.DataFrame | None:
+    if text is None:
+        return None
+    data = json.loads(text)  # written by log_table: JSON with columns and data
+    return pd.DataFrame(data["data"], columns=data["columns"])
+
+
+def read_artifact_text(client, run_id: str, path: str) -> str | None:
+    """Text of a run's artifact, or None when the run has no such artifact. Any other failure (the
+    server is unreachable, the run is unknown) is a one-line MoalignError, never "no artifact"."""
+    try:
+        return _download_text(client, run_id, path)
+    except Exception as exc:
+        described = describe_failure(client.tracking_uri, f"read {path} of run {run_id}", exc)
+        if described is None:
+            raise
+        raise MoalignError(described[0]) from None
 
 
 def read_table(client, run_id: str, path: str) -> pd.DataFrame | None:
     """A table written by `log_table` (JSON with columns and data), or None if absent."""
-    text = read_artifact_text(client, run_id, path)
-    if text is None:
-        return None
-    data = json.loads(text)
-    return pd.DataFrame(data["data"], columns=data["columns"])
+    return _table(read_artifact_text(client, run_id, path))
+
+
+@contextmanager
+def _store_lock(uri: str):
+    """One process at a time opens a SQLite store and creates the experiment: MLflow creates a
+    fresh store's tables without a lock, and two processes doing it at once crash or leave a
+    half-migrated database. MLflow's own lock file (in the temp folder) guards it; Windows has
+    none, as in MLflow's own `_safe_initialize_tables`."""
+    path = sqlite_path(uri)
+    if path is None or os.name == "nt":
+        yield
+        return
+    from mlflow.utils.file_utils import ExclusiveFileLock
+
+    digest = hashlib.md5(str(path.resolve()).encode(), usedforsecurity=False).hexdigest()
+    with ExclusiveFileLock(os.path.join(tempfile.gettempdir(), f"moalign-store-{digest}.lock")):
+        yield
 
 
 class NullTracker:
@@ -73,6 +188,12 @@ class NullTracker:
     def set_tags(self, run_id, tags) -> None: ...
     def end_run(self, run_id, status="FINISHED") -> None: ...
 
+    def last_step(self, run_id, key) -> int | None:
+        return None
+
+    def read_text(self, run_id, artifact_file) -> str | None:
+        return None
+
     def find_runs(self, filter_string: str) -> list:
         return []
 
@@ -84,65 +205,148 @@ class NullTracker:
 
 
 class MlflowTracker(NullTracker):
-    def __init__(self, experiment: str = "moalign", tracking_uri: str | None = None):
+    """Every call is bounded in time and fails with one line (see the module docstring)."""
+
+    def __init__(self, experiment: str | None = "moalign", tracking_uri: str | None = None):
+        """Open (creating if needed) `experiment` in the store; None opens the store only."""
         from mlflow.tracking import MlflowClient
 
+        bound_http_retries()
         self.uri = resolve_tracking_uri(tracking_uri)
-        self.client = MlflowClient(self.uri)
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self._lost = None  # the message, once the server is known to be unreachable
+        database = sqlite_path(self.uri)
+        if database is not None:  # MLflow retries an unwritable SQLite path for minutes
+            from moalign.data import check_writable
+
+            try:
+                check_writable(database)
+            except MoalignError as exc:
+                raise MoalignError(f"MLflow store {self.uri}: {str(exc).removeprefix(f'{database}: ')}") from None
+        with self._guard(f"open experiment {experiment!r}"), _store_lock(self.uri):
+            self.client = MlflowClient(self.uri)  # opens (and for a new SQLite file, creates) the store
+            self.experiment_id = self._experiment_id(experiment) if experiment else None
+            if experiment is None:
+                self.client.search_experiments(max_results=1)  # the probe: is the store there?
+
+    @classmethod
+    def for_run(cls, run_id: str, tracking_uri: str | None = None):
+        """(tracker on the experiment of run `run_id`, the run): what resuming a run needs."""
+        tracker = cls(None, tracking_uri)
+        run = tracker.get_run(run_id)
+        tracker.experiment_id = run.info.experiment_id
+        return tracker, run
+
+    def _experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            try:
+                return self.client.create_experiment(name)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                found = self.client.get_experiment_by_name(name)  # another process created it just now
+        if found.lifecycle_stage == "deleted":
+            raise MoalignError(f"MLflow experiment {name!r} is deleted in {self.uri}: restore it "
+                               f"(mlflow experiments restore --experiment-id {found.experiment_id}) or pick another name")
+        return found.experiment_id
+
+    @contextmanager
+    def _guard(self, what: str):
+        """MLflow and connection errors as one MoalignError; after a lost server, fail at once."""
+        if self._lost:
+            raise MoalignError(self._lost)
+        try:
+            yield
+        except MoalignError:
+            raise
+        except Exception as exc:
+            described = describe_failure(self.uri, what, exc)
+            if described is None:
+                raise
+            message, lost = described
+            if lost:
+                self._lost = message
+            raise MoalignError(message) from None
 
     def start_run(self, run_name=None, tags=None, parent_run_id=None) -> str:
         tags = {k: str(v) for k, v in (tags or {}).items()}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id  # nests the run under its search in the UI
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        with self._guard("start a run"):
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         return run.info.run_id
 
     def resume_run(self, run_id) -> None:
-        self.client.update_run(run_id, status="RUNNING")
+        with self._guard(f"resume run {run_id}"):
+            self.client.update_run(run_id, status="RUNNING")
 
     def log_params(self, run_id, params) -> None:
         from mlflow.entities import Param
 
         items = [Param(k, v) for k, v in flatten(params).items()]
-        for start in range(0, len(items), 100):  # MLflow caps params per batch at 100
-            self.client.log_batch(run_id, params=items[start : start + 100])
+        with self._guard(f"log params of run {run_id}"):
+            for start in range(0, len(items), 100):  # MLflow caps params per batch at 100
+                self.client.log_batch(run_id, params=items[start : start + 100])
 
     def log_metrics(self, run_id, rows: Iterable[tuple[int, dict]]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, int(step)) for step, metrics in rows for k, v in metrics.items()]
-        for start in range(0, len(items), 1000):  # MLflow caps metrics per batch at 1000
-            self.client.log_batch(run_id, metrics=items[start : start + 1000])
+        with self._guard(f"log metrics of run {run_id}"):
+            for start in range(0, len(items), 1000):  # MLflow caps metrics per batch at 1000
+                self.client.log_batch(run_id, metrics=items[start : start + 1000])
 
     def log_table(self, run_id, frame: pd.DataFrame, artifact_file: str) -> None:
-        self.client.log_table(run_id, data=frame, artifact_file=artifact_file)
+        with self._guard(f"log {artifact_file} of run {run_id}"):
+            self.client.log_table(run_id, data=frame, artifact_file=artifact_file)
 
     def log_dict(self, run_id, data, artifact_file) -> None:
-        self.client.log_dict(run_id, data, artifact_file)
+        with self._guard(f"log {artifact_file} of run {run_id}"):
+            self.client.log_dict(run_id, data, artifact_file)
 
     def log_artifacts(self, run_id, local_dir, artifact_path=None) -> None:
-        self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+        with self._guard(f"log artifacts of run {run_id}"):
+            self.client.log_artifacts(run_id, str(local_dir), artifact_path)
 
     def set_tags(self, run_id, tags) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        with self._guard(f"set tags of run {run_id}"):
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def end_run(self, run_id, status="FINISHED") -> None:
-        self.client.set_terminated(run_id, status)
+        """Mark the run ended; a no-op once the server is known to be gone (the error that said
+        so is the one to report, not a second one from here)."""
+        if self._lost:
+            return
+        with self._guard(f"mark run {run_id} {status}"):
+            self.client.set_terminated(run_id, status)
 
     def find_runs(self, filter_string: str) -> list:
         """Runs of this experiment matching an MLflow filter, e.g. "tags.`moalign.kind` = 'search'"."""
-        return self.client.search_runs([self.experiment_id], filter_string, max_results=10_000)
+        with self._guard("search runs"):
+            return self.client.search_runs([self.experiment_id], filter_string, max_results=10_000)
 
     def get_run(self, run_id):
-        return self.client.get_run(run_id)
+        with self._guard(f"read run {run_id}"):
+            return self.client.get_run(run_id)
+
+    def last_step(self, run_id, key) -> int | None:
+        """The largest step logged for metric `key` in the run, None if none was logged."""
+        with self._guard(f"read metric {key!r} of run {run_id}"):
+            history = self.client.get_metric_history(run_id, key)
+        return max((int(m.step) for m in history), default=None)
+
+    def read_text(self, run_id, artifact_file) -> str | None:
+        """An artifact's text, None if the run has no such artifact."""
+        with self._guard(f"read {artifact_file} of run {run_id}"):
+            return _download_text(self.client, run_id, artifact_file)
 
     def read_table(self, run_id, artifact_file):
-        return read_table(self.client, run_id, artifact_file)
+        return _table(self.read_text(run_id, artifact_file))
 
 
 def make_tracker(enabled: bool, experiment: str, tracking_uri: str | None):

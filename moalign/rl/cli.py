@@ -18,50 +18,84 @@ def build_config(path: str | None, weights: str | None = None, overrides: list[s
             parsed = [float(w) for w in weights.split(",")]
         except ValueError:
             raise ConfigError(f"--weights {weights!r}: expected comma-separated numbers") from None
-        data.setdefault("reward", {})["weights"] = parsed
+        reward = data.setdefault("reward", {})
+        if isinstance(reward, dict):  # otherwise from_dict names `reward` as the key at fault
+            reward["weights"] = parsed
     try:
         return from_dict(TrainConfig, data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
 
 
-def config_of_run(run_id: str, tracking_uri: str | None) -> tuple[TrainConfig, Path]:
-    """The config a run was started with and its checkpoint folder, read back from MLflow."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+def preflight(config: TrainConfig) -> None:
+    """Everything about the user's input that can fail, checked before any model loads or MLflow
+    run starts: objectives, data and the fields they need, the model's source, the output folder.
+    Errors name their key from the top of the training config (`data: ...`, `output_dir: ...`)."""
+    from moalign.data import check_writable
+    from moalign.models import check_model
+    from moalign.registry import build_objectives
+    from moalign.rl.reward import MultiObjectiveReward
+    from moalign.rl.trainer import check_objective_fields, load_data
 
-    from moalign.tracking import read_artifact_text, resolve_tracking_uri
-
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    reward = MultiObjectiveReward(config.reward)
+    extra = build_objectives(config.eval_objectives) if config.eval_objectives else {}
     try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise MoalignError(f"--resume {run_id}: {exc.message.splitlines()[0]}") from None
-    text = read_artifact_text(client, run_id, "config.yaml")
+        train_records, eval_records = load_data(config)
+    except ConfigError:
+        raise
+    except MoalignError as exc:
+        raise ConfigError(f"data: {exc}") from None
+    check_objective_fields(reward.all_objectives, train_records)
+    check_objective_fields({**reward.all_objectives, **extra}, eval_records)
+    for key, check in (("model.name", lambda: check_model(config.model.name)),
+                       ("output_dir", lambda: check_writable(config.output_dir, directory=True))):
+        try:
+            check()
+        except MoalignError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+
+
+def config_of_run(run_id: str, tracking_uri: str | None):
+    """The config a run was started with, and a tracker on its experiment, read back from MLflow."""
+    from moalign.tracking import MlflowTracker
+
+    try:
+        tracker, run = MlflowTracker.for_run(run_id, tracking_uri)
+        text = tracker.read_text(run_id, "config.yaml")
+    except MoalignError as exc:
+        raise MoalignError(f"--resume {run_id}: {exc}") from None
+    if run.info.status == "FINISHED":
+        raise MoalignError(f"--resume {run_id}: the run has already finished")
     if text is None:
         raise MoalignError(f"--resume {run_id}: the run has no config.yaml (was it started by moalign train?)")
-    data = yaml.safe_load(text)
-    config = from_dict(TrainConfig, data)
-    checkpoint = Path(run.data.tags.get("moalign.checkpoint_dir", Path(config.output_dir) / run_id / "checkpoint"))
-    if not (checkpoint / "state.pt").is_file():
-        raise MoalignError(f"--resume {run_id}: no checkpoint at {checkpoint}")
-    config.output_dir = str(checkpoint.parent.parent)
-    return config, checkpoint
+    try:
+        config = from_dict(TrainConfig, yaml.safe_load(text))
+    except (ConfigError, yaml.YAMLError) as exc:
+        raise MoalignError(f"--resume {run_id}: its config.yaml: {exc}".splitlines()[0]) from None
+    checkpoint = run.data.tags.get("moalign.checkpoint_dir")
+    if checkpoint:  # the run's own folder, wherever it was started from
+        config.output_dir = str(Path(checkpoint).parent.parent)
+    config.tracking.tracking_uri = tracker.uri
+    return config, tracker
 
 
 def run_train(args) -> int:
     from moalign.rl.trainer import train
+    from moalign.tracking import make_tracker
 
     if args.resume:
+        if args.set or args.weights:
+            flag = "--set" if args.set else "--weights"
+            raise ConfigError(f"--resume {args.resume}: {flag} is not allowed; a resumed run continues with the "
+                              f"config it started with (start a new run to change it)")
         uri = build_config(args.config).tracking.tracking_uri if args.config else None
-        config, _ = config_of_run(args.resume, uri)
-        config.tracking.tracking_uri = config.tracking.tracking_uri or uri
+        config, tracker = config_of_run(args.resume, uri)
     else:
         config = build_config(args.config, args.weights, args.set)
-    try:
-        result = train(config, resume_run_id=args.resume)
-    except KeyboardInterrupt:
-        return 130
+        preflight(config)
+        # Created here, before any model loads: it probes the store, so a wrong URI fails in seconds.
+        tracker = make_tracker(config.tracking.enabled, config.tracking.experiment, config.tracking.tracking_uri)
+    result = train(config, resume_run_id=args.resume, tracker=tracker)
     scores = ", ".join(f"{k}={v:.4g}" for k, v in result.eval_scores.items())
     print(f"run {result.run_id}: {result.steps} steps in {result.wall_time:.0f}s; eval: {scores}")
     print(f"adapter: {result.adapter_dir}")
