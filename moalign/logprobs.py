@@ -7,6 +7,11 @@ cache for every completion of that prompt; gradients flow back through the share
 from __future__ import annotations
 
 import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+# transformers 5.2x renamed the KV cache `past_key_values` -> `cache` (the old name warns, and goes in
+# 5.40); older releases know only the old name. This is the one place moalign passes a cache.
+_CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 def pad(seqs: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,11 +59,11 @@ def shared_prompt_logprobs(model, prompt_ids, prompt_mask, rows, completion_ids,
                 logits_to_keep=1)
     logits = out.logits[rows, -1:]  # the last prompt position predicts completion token 0
     if T > 1:
-        cache = out.past_key_values
+        cache = out[_CACHE]
         cache.batch_select_indices(rows)  # one copy of the prompt's cache per completion
         positions = prompt_pos[rows, -1:] + torch.arange(1, T, device=completion_ids.device)
         attention = torch.cat([prompt_mask[rows], completion_mask[:, :-1]], 1)
         rest = model(input_ids=completion_ids[:, :-1], attention_mask=attention, position_ids=positions,
-                     past_key_values=cache, use_cache=True).logits
+                     use_cache=True, **{_CACHE: cache}).logits
         logits = torch.cat([logits, rest], 1)
     return gather_logprobs(logits, completion_ids, temperature, with_entropy)

@@ -12,7 +12,7 @@ from rl_helpers import tiny_config, write_prompts
 
 
 def test_reward_scores_constraint_only_objectives_and_penalises():
-    reward = MultiObjectiveReward(RewardConfig(objectives={"verbosity": {}}, normalization="none",
+    reward = MultiObjectiveReward(RewardConfig(objectives={"verbosity": {}}, normalization="none", constraint_method="penalty",
                                                constraints=["toxicity <= 0.5"], constraint_penalty=10.0))
     batch = Batch(prompts=["p", "p"], completions=["You are a stupid idiot.", "The park opens at nine."])
     rewards, raw, metrics = reward(batch)

@@ -6,7 +6,8 @@ from pymoo.decomposition.pbi import PBI
 from pymoo.decomposition.tchebicheff import Tchebicheff
 
 from moalign import ConfigError
-from moalign.rl.advantages import AdaptiveKLController, grpo_advantages, kl_per_token, reinforce_advantages, rloo_advantages
+from moalign.rl.advantages import grpo_advantages, reinforce_advantages, rloo_advantages
+from moalign.rl.kl import AdaptiveKLController, kl_per_token
 from moalign.scalarization import (
     LagrangeMultipliers, RunningNormalizer, Scalarizer, make_normalizer, parse_constraint, pbi_direction, to_minimize,
     validate_weights,

@@ -16,9 +16,9 @@ def test_shipped_pipeline_validates(path: Path, monkeypatch):
     assert config.train.tracking.experiment == config.experiment
 
 
-def test_quickstart_data_has_sixty_texts_with_references():
+def test_quickstart_data_has_150_distinct_texts_with_references():
     from moalign.data import load_prompt_records
 
     records = load_prompt_records(REPO / "pipelines/data/summaries.jsonl")
-    assert len(records) == 60
+    assert len(records) == 150 and len({r["source"] for r in records}) == 150
     assert all(r["source"] and r["references"] and r["source"] in r["prompt"] for r in records)

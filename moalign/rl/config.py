@@ -5,9 +5,11 @@ overrides one field; unknown keys are errors naming the key (see `moalign.config
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from moalign.errors import ConfigError
+from moalign.rl.kl import ESTIMATORS, check_anchor
 
 ALGORITHMS = ("reinforce", "rloo", "grpo")
 
@@ -15,6 +17,11 @@ ALGORITHMS = ("reinforce", "rloo", "grpo")
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _finite(value, key: str) -> None:
+    """NaN and infinity pass every `>` check by accident or crash mid-run; refuse them by name."""
+    _check(value is None or math.isfinite(value), f"{key} must be a finite number, got {value!r}")
 
 
 @dataclass
@@ -32,6 +39,9 @@ class ModelConfig:
     def __post_init__(self):
         _check(bool(self.name), "model.name is required")
         _check(self.lora_r >= 1, f"model.lora_r must be >= 1, got {self.lora_r}")
+        _finite(self.lora_alpha, "model.lora_alpha")
+        _check(self.lora_alpha > 0, f"model.lora_alpha must be > 0, got {self.lora_alpha}")
+        _check(0 <= self.lora_dropout < 1, f"model.lora_dropout must be in [0, 1), got {self.lora_dropout}")
         _check(self.dtype in ("float32", "bfloat16", "float16"), f"model.dtype must be float32|bfloat16|float16, got {self.dtype!r}")
 
 
@@ -45,6 +55,7 @@ class DataConfig:
     def __post_init__(self):
         _check(bool(self.train), "data.train is required (a JSONL or CSV file of prompts)")
         _check(0.0 < self.eval_fraction < 1.0, f"data.eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        _check(self.max_eval_prompts >= 1, f"data.max_eval_prompts must be >= 1, got {self.max_eval_prompts}")
 
 
 @dataclass
@@ -62,8 +73,13 @@ class SamplingConfig:
         _check(self.num_generations >= 1, "sampling.num_generations must be >= 1")
         _check(self.prompts_per_step >= 1, "sampling.prompts_per_step must be >= 1")
         _check(self.max_new_tokens >= 1, "sampling.max_new_tokens must be >= 1")
+        _finite(self.temperature, "sampling.temperature")
         _check(self.temperature > 0, "sampling.temperature must be > 0")
-        _check(0 < self.top_p <= 1, "sampling.top_p must be in (0, 1]")
+        _check(0 < self.top_p <= 1, f"sampling.top_p must be in (0, 1], got {self.top_p}")
+        _check(self.top_k >= 0, f"sampling.top_k must be >= 0 (0: off), got {self.top_k}")
+        _check(self.eval_num_generations >= 1, f"sampling.eval_num_generations must be >= 1, got {self.eval_num_generations}")
+        _finite(self.eval_temperature, "sampling.eval_temperature")
+        _check(self.eval_temperature >= 0, f"sampling.eval_temperature must be >= 0 (0: greedy), got {self.eval_temperature}")
 
 
 @dataclass
@@ -114,8 +130,8 @@ class RewardConfig:
 class AlgorithmConfig:
     name: str = "rloo"  # reinforce | rloo | grpo
     kl_coef: float = 0.05  # anchor to the reference policy
-    kl_estimator: str = "k3"  # k1 (log-ratio) | k3 (Schulman's unbiased, non-negative)
-    kl_in_reward: bool = False  # True: subtract kl_coef * KL(seq) from the reward; False: add to the loss
+    kl_estimator: str = "k3"  # k1 | k2 | k3 (see moalign/rl/kl.py for what each anchors to, by placement)
+    kl_in_reward: bool = False  # True: subtract kl_coef * KL(seq) from the reward (k1 only); False: add to the loss
     target_kl: float | None = None  # adaptive KL controller target (per-token KL); None: fixed kl_coef
     kl_horizon: int = 100  # adaptive controller's horizon in steps
     clip_eps: float | None = 0.2  # PPO clipped ratio, active when inner_epochs > 1 (anchor to current policy)
@@ -125,10 +141,16 @@ class AlgorithmConfig:
 
     def __post_init__(self):
         _check(self.name in ALGORITHMS, f"algorithm.name must be one of {', '.join(ALGORITHMS)}, got {self.name!r}")
-        _check(self.kl_estimator in ("k1", "k3"), f"algorithm.kl_estimator must be k1|k3, got {self.kl_estimator!r}")
-        _check(self.kl_coef >= 0, "algorithm.kl_coef must be >= 0")
-        _check(self.inner_epochs >= 1, "algorithm.inner_epochs must be >= 1")
-        _check(self.target_kl is None or self.target_kl > 0, "algorithm.target_kl must be > 0")
+        _check(self.kl_estimator in ESTIMATORS, f"algorithm.kl_estimator must be one of {'|'.join(ESTIMATORS)}, got {self.kl_estimator!r}")
+        check_anchor(self.kl_estimator, self.kl_in_reward)
+        for key in ("kl_coef", "target_kl", "clip_eps", "baseline_decay"):
+            _finite(getattr(self, key), f"algorithm.{key}")
+        _check(self.kl_coef >= 0, f"algorithm.kl_coef must be >= 0, got {self.kl_coef}")
+        _check(self.inner_epochs >= 1, f"algorithm.inner_epochs must be >= 1, got {self.inner_epochs}")
+        _check(self.target_kl is None or self.target_kl > 0, f"algorithm.target_kl must be > 0, got {self.target_kl}")
+        _check(self.kl_horizon >= 1, f"algorithm.kl_horizon must be >= 1, got {self.kl_horizon}")
+        _check(self.clip_eps is None or 0 < self.clip_eps < 1, f"algorithm.clip_eps must be in (0, 1) or null, got {self.clip_eps}")
+        _check(0 <= self.baseline_decay < 1, f"algorithm.baseline_decay must be in [0, 1), got {self.baseline_decay}")
 
 
 @dataclass
@@ -143,9 +165,16 @@ class OptimConfig:
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
 
     def __post_init__(self):
-        _check(self.steps >= 1, "optim.steps must be >= 1")
-        _check(self.lr > 0, "optim.lr must be > 0")
-        _check(self.micro_batch_size >= 1, "optim.micro_batch_size must be >= 1")
+        for key in ("lr", "weight_decay", "max_grad_norm"):
+            _finite(getattr(self, key), f"optim.{key}")
+        _check(self.steps >= 1, f"optim.steps must be >= 1, got {self.steps}")
+        _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        # A negative warm-up would give a negative learning rate (training backwards), a negative
+        # clipping norm would flip the gradient: both are refused rather than "handled".
+        _check(self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        _check(self.max_grad_norm > 0, f"optim.max_grad_norm must be > 0, got {self.max_grad_norm}")
+        _check(self.micro_batch_size >= 1, f"optim.micro_batch_size must be >= 1, got {self.micro_batch_size}")
 
 
 @dataclass
@@ -175,5 +204,8 @@ class TrainConfig:
 
     def __post_init__(self):
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
+        if self.algorithm.name in ("rloo", "grpo"):
+            _check(self.sampling.num_generations >= 2, f"sampling.num_generations must be >= 2 for algorithm "
+                   f"{self.algorithm.name!r} (a group to compare within), got {self.sampling.num_generations}")
         if isinstance(self.eval_objectives, (list, tuple)):
             self.eval_objectives = {str(n): {} for n in self.eval_objectives}

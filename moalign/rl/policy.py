@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from moalign.errors import ConfigError
 from moalign.models import default_device, load_causal_lm, load_tokenizer
 from moalign.rl.config import ModelConfig
 
@@ -31,11 +32,15 @@ class Policy:
             else:
                 lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                                   target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
-                self.model = get_peft_model(base, lora)
+                try:
+                    self.model = get_peft_model(base, lora)
+                except ValueError as exc:  # peft's message lists the modules it could not find
+                    raise ConfigError(f"model.lora_target_modules: {exc}".splitlines()[0]) from None
         else:
             self.model = base
             if adapter_dir:
-                self.model.load_state_dict(torch.load(Path(adapter_dir) / "model.pt", map_location=self.device))
+                self.model.load_state_dict(torch.load(Path(adapter_dir) / "model.pt", map_location=self.device,
+                                                      weights_only=True))
             self.reference = load_causal_lm(config.name, config.dtype, self.device, config.trust_remote_code).eval()
             self.reference.requires_grad_(False)
 

@@ -8,6 +8,7 @@ and reach MLflow together with each checkpoint, so a resumed run never logs a st
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import shutil
@@ -25,8 +26,10 @@ from tqdm.auto import tqdm
 from moalign.data import load_prompt_records, train_eval_split
 from moalign.errors import MoalignError
 from moalign.registry import build_objectives
-from moalign.rl.advantages import AdaptiveKLController, grpo_advantages, kl_per_token, reinforce_advantages, rloo_advantages
+from moalign.rl.advantages import advantages_for
 from moalign.rl.checkpoint import load_checkpoint_state, restore_rng, save_checkpoint
+from moalign.rl.kl import AdaptiveKLController, kl_loss_term, kl_per_token, sequence_kl
+from moalign.rl.loss import policy_loss, token_mean
 from moalign.rl.config import TrainConfig
 from moalign.rl.evaluation import batch_for, evaluate_policy
 from moalign.rl.policy import Policy
@@ -78,22 +81,19 @@ def check_objective_fields(objectives: dict, records: list[dict]) -> None:
         objective.check_fields(probe)
 
 
-def advantages_for(algorithm, rewards: np.ndarray, group_size: int, state: dict) -> np.ndarray:
-    if algorithm.name == "rloo":
-        return rloo_advantages(rewards, group_size)
-    if algorithm.name == "grpo":
-        return grpo_advantages(rewards, group_size, algorithm.scale_rewards)
-    adv, state["baseline"] = reinforce_advantages(rewards, state.get("baseline"), algorithm.baseline_decay)
-    return adv
-
-
 def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainConfig, kl_coef: float, state: dict) -> dict:
-    """KL-anchored, optionally clipped policy-gradient update on one step's samples."""
+    """One step's update: reference log-probs, KL placement, advantages, then `inner_epochs` passes of
+    the (clipped) policy loss plus the KL term, each ending in an optimizer step.
+
+    `state["dirty"]` turns True at the first optimizer step: from then until the trainer records the
+    step, the weights belong to no recorded step, and an interrupt must not checkpoint them.
+    """
     algo, optim = config.algorithm, config.optim
     device, T, temp = policy.device, rollout.n_completion, config.sampling.temperature
     G = config.sampling.num_generations
     ids, attn = rollout.input_ids.to(device), rollout.attention_mask.to(device)
-    mask = rollout.completion_mask.to(device).float()
+    valid = torch.as_tensor(np.isfinite(rewards), device=device)  # samples an objective dropped carry NaN
+    mask = (rollout.completion_mask.to(device) & valid.unsqueeze(1)).float()
     n_tokens = mask.sum().clamp(min=1)
     rows = max(1, optim.micro_batch_size // G) * G  # micro-batches hold whole groups
     chunks = [slice(i, i + rows) for i in range(0, ids.shape[0], rows)]
@@ -114,10 +114,8 @@ def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainCon
     timings["time/reference"] = time.perf_counter() - t0
 
     if algo.kl_in_reward and kl_coef > 0:
-        seq_kl = (kl_per_token(old_lp, ref_lp, "k1") * mask).sum(1).cpu().numpy()
-        rewards = rewards - kl_coef * seq_kl
-    adv = torch.tensor(advantages_for(algo, rewards, config.sampling.num_generations, state), device=device,
-                       dtype=torch.float32).unsqueeze(1)
+        rewards = rewards - kl_coef * sequence_kl(old_lp, ref_lp, mask, algo.kl_estimator)
+    adv = torch.tensor(advantages_for(algo, rewards, G, state), device=device, dtype=torch.float32).unsqueeze(1)
 
     t0 = time.perf_counter()
     clip = algo.clip_eps if (algo.clip_eps and algo.inner_epochs > 1) else None
@@ -127,31 +125,42 @@ def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainCon
             with policy.autocast(optim.bf16):
                 logp, entropy = logprobs(policy.model, c, with_entropy=epoch == 0)
             m = mask[c]
-            ratio = torch.exp(logp - (old_lp[c] if old_lp is not None else logp.detach()))
-            pg = -ratio * adv[c]
-            if clip is not None:
-                pg = torch.maximum(pg, -torch.clamp(ratio, 1 - clip, 1 + clip) * adv[c])
-                sums["clip_frac"] += float((((ratio - 1).abs() > clip).float() * m).sum() / n_tokens) / algo.inner_epochs
-            kl = kl_per_token(logp, ref_lp[c], algo.kl_estimator)
-            per_token = pg if algo.kl_in_reward else pg + kl_coef * kl
-            loss = (per_token * m).sum() / n_tokens  # token-level mean over the whole step
+            per_token, clipped = policy_loss(logp, None if old_lp is None else old_lp[c], adv[c], clip)
+            if not algo.kl_in_reward and kl_coef > 0:
+                per_token = per_token + kl_coef * kl_loss_term(logp, ref_lp[c], algo.kl_estimator)
+            loss = token_mean(per_token, m, n_tokens)
             loss.backward()
             sums["loss"] += loss.item() / algo.inner_epochs
+            sums["clip_frac"] += float(token_mean(clipped.float(), m, n_tokens)) / algo.inner_epochs
             if epoch == 0:
-                sums["kl"] += float((kl.detach() * m).sum() / n_tokens)
-                sums["entropy"] += float((entropy * m).sum() / n_tokens)
+                sums["kl"] += float(token_mean(kl_per_token(logp.detach(), ref_lp[c], algo.kl_estimator), m, n_tokens))
+                sums["entropy"] += float(token_mean(entropy, m, n_tokens))
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), optim.max_grad_norm)
+        state["dirty"] = True
         state["optimizer"].step()
         state["optimizer"].zero_grad(set_to_none=True)
     state["scheduler"].step()
     timings["time/update"] = time.perf_counter() - t0
     return {**sums, "grad_norm": float(grad_norm), "advantage_std": float(adv.std()), "kl_coef": kl_coef,
-            "lr": state["scheduler"].get_last_lr()[0], **timings}
+            "lr": state["scheduler"].get_last_lr()[0], "samples_dropped": float((~valid).sum()), **timings}
+
+
+def _end_run(tracker, run_id, status: str) -> None:
+    """Mark the run ended. When the tracking server is what failed this fails too (within the
+    tracker's bounded retries): the original error is the one to report, so this one is dropped."""
+    try:
+        tracker.end_run(run_id, status)
+    except MoalignError:
+        pass
 
 
 def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: str | None = None,
           tags: dict | None = None, tracker=None) -> TrainResult:
-    """Fine-tune `config.model` under the scalarized reward; see the module docstring."""
+    """Fine-tune `config.model` under the scalarized reward; see the module docstring.
+
+    `resume_run_id` continues that run from its newest checkpoint, or from step 0 in the same run
+    when it was stopped before its first checkpoint.
+    """
     started = time.perf_counter()
     train_records, eval_records = load_data(config)
     reward_fn = MultiObjectiveReward(config.reward)
@@ -160,31 +169,41 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
     check_objective_fields(reward_fn.all_objectives, train_records)
     check_objective_fields(eval_objectives, eval_records)
     algo = config.algorithm
-    if algo.name in ("rloo", "grpo") and config.sampling.num_generations < 2:
-        raise MoalignError(f"algorithm {algo.name!r} needs sampling.num_generations >= 2 (a group to compare within)")
 
+    # Everything that can fail on the user's input fails before an MLflow run exists.
     tracker = tracker or make_tracker(config.tracking.enabled, config.tracking.experiment, config.tracking.tracking_uri)
+    resume_state = None
+    if resume_run_id:
+        run_dir = Path(config.output_dir) / resume_run_id
+        checkpoint_dir = run_dir / "checkpoint"
+        resume_state = load_checkpoint_state(checkpoint_dir)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    policy = Policy(config.model, adapter_dir=resume_state["adapter_dir"] if resume_state else None)
+
     if resume_run_id:
         run_id = resume_run_id
         tracker.resume_run(run_id)
     else:
         run_id = tracker.start_run(config.tracking.run_name, tags, parent_run_id)
-    run_dir = Path(config.output_dir) / (run_id or f"untracked-{uuid.uuid4().hex[:12]}")
-    checkpoint_dir = run_dir / "checkpoint"
-    resume_state = load_checkpoint_state(checkpoint_dir) if resume_run_id else None
-    if not resume_run_id:
-        tracker.log_params(run_id, {**asdict(config), "objective_params": {n: o.get_params() for n, o in eval_objectives.items()}})
-        tracker.log_dict(run_id, asdict(config), "config.yaml")
-        tracker.set_tags(run_id, {"moalign.checkpoint_dir": str(checkpoint_dir.resolve()), "moalign.kind": "train"})
+        run_dir = Path(config.output_dir) / (run_id or f"untracked-{uuid.uuid4().hex[:12]}")
+        checkpoint_dir = run_dir / "checkpoint"
+    try:
+        if not resume_state:  # a fresh run, or one stopped before its first checkpoint: same values again
+            tracker.log_params(run_id, {**asdict(config), "objective_params": {n: o.get_params() for n, o in eval_objectives.items()}})
+            tracker.log_dict(run_id, asdict(config), "config.yaml")
+            tracker.set_tags(run_id, {"moalign.checkpoint_dir": str(checkpoint_dir.resolve()), "moalign.kind": "train"})
+        # Steps already in MLflow (logged just before a checkpoint that did not complete) are not logged again.
+        logged_through = (tracker.last_step(run_id, "reward/total") or 0) if resume_run_id else 0
+    except BaseException:
+        _end_run(tracker, run_id, "FAILED")
+        raise
 
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    policy = Policy(config.model, adapter_dir=str(checkpoint_dir / "adapter") if resume_state else None)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     warmup = config.optim.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     kl_control = AdaptiveKLController(algo.kl_coef, algo.target_kl, algo.kl_horizon) if algo.target_kl else None
-    state = {"optimizer": optimizer, "scheduler": scheduler, "baseline": None}
+    state = {"optimizer": optimizer, "scheduler": scheduler, "baseline": None, "dirty": False}
     start_step, history = 0, []
     if resume_state:
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -196,17 +215,29 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         if kl_control:
             kl_control.value = trainer_state["kl_coef"]
 
+    def snapshot() -> dict:
+        """The trainer state as of the last recorded step (JSON-safe), what a checkpoint stores."""
+        return {"n_history": len(history), "baseline": state["baseline"], "reward": copy.deepcopy(reward_fn.state_dict()),
+                "kl_coef": kl_control.value if kl_control else algo.kl_coef}
+
+    committed = snapshot()
+    last_checkpoint = start_step
     pending_metrics, pending_samples = [], []
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(checkpoint_dir, policy, optimizer, scheduler, step, {
-            "history": history, "baseline": state["baseline"], "reward": reward_fn.state_dict(),
-            "kl_coef": kl_control.value if kl_control else algo.kl_coef})
-        tracker.log_metrics(run_id, pending_metrics)
-        for frame in pending_samples:
-            tracker.log_table(run_id, frame, "samples.json")
+        """Log the buffered steps, then checkpoint: MLflow never misses a step a checkpoint holds."""
+        nonlocal last_checkpoint, logged_through
+        tracker.log_metrics(run_id, [(s, m) for s, m in pending_metrics if s > logged_through])
+        for s, frame in pending_samples:
+            if s > logged_through:
+                tracker.log_table(run_id, frame, "samples.json")
+        logged_through = max(logged_through, step)
         pending_metrics.clear()
         pending_samples.clear()
+        trainer_state = {k: v for k, v in committed.items() if k != "n_history"}
+        save_checkpoint(checkpoint_dir, policy, optimizer, scheduler, step,
+                        {**trainer_state, "history": history[: committed["n_history"]]})
+        last_checkpoint = step
 
     step = start_step
     bar = tqdm(range(start_step + 1, config.optim.steps + 1), desc="train", disable=not config.progress,
@@ -231,6 +262,8 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
 
             kl_coef = kl_control.value if kl_control else algo.kl_coef
             update = policy_update(policy, rollout, rewards, config, kl_coef, state)
+            if not math.isfinite(update["loss"]):
+                raise MoalignError(f"step {step}: loss is not finite; lower optim.lr or raise algorithm.kl_coef")
             if kl_control:
                 kl_control.update(update["kl"])
             n_tokens = int(rollout.completion_mask.sum())
@@ -239,14 +272,16 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             metrics.update({"time/generate": t_generate, "time/score": t_score, "time/step": step_time,
                             "tokens_per_s": n_tokens / step_time, "samples_per_s": len(rollout.texts) / step_time,
                             "completion_tokens/mean": n_tokens / len(rollout.texts)})
+            metrics = {k: float(v) for k, v in metrics.items()}
+            # The step is recorded: weights, optimizer, reward and history now agree on `step`.
             history.append({"step": step, **metrics})
             pending_metrics.append((step, metrics))
             if config.tracking.samples_every and step % config.tracking.samples_every == 0:
-                pending_samples.append(pd.concat([pd.DataFrame({"step": step, "prompt": batch.prompts,
-                                                                "completion": batch.completions, "reward": rewards}), raw], axis=1))
+                pending_samples.append((step, pd.concat([pd.DataFrame({"step": step, "prompt": batch.prompts,
+                                                                       "completion": batch.completions, "reward": rewards}), raw], axis=1)))
+            committed = snapshot()
+            state["dirty"] = False
             bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", kl=f"{update['kl']:.3f}")
-            if not math.isfinite(update["loss"]):
-                raise MoalignError(f"step {step}: loss is not finite; lower optim.lr or raise algorithm.kl_coef")
             if step % config.checkpoint_every == 0 or step == config.optim.steps:
                 checkpoint(step)
         bar.close()
@@ -255,15 +290,19 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         scores, samples = evaluate_policy(policy.model, policy.tokenizer, eval_records, eval_objectives,
                                           config.sampling, config.model.use_chat_template, seed=config.seed)
     except KeyboardInterrupt:
-        done = history[-1]["step"] if history else start_step  # the last completed step
-        if done > start_step:
-            checkpoint(done)
-        tracker.end_run(run_id, "KILLED")
-        print(f"\ninterrupted after step {done}; checkpoint saved, run marked KILLED. Continue with: "
-              f"moalign train --resume {run_id}", file=sys.stderr)
+        done = committed["n_history"] and history[committed["n_history"] - 1]["step"]
+        if state["dirty"]:  # stopped part-way through an update: these weights belong to no step
+            where = f"inside step {step}'s update; resume continues from the checkpoint at step {last_checkpoint}"
+        else:
+            where = f"after step {done}"
+            if done > last_checkpoint:
+                checkpoint(done)
+        _end_run(tracker, run_id, "KILLED")
+        print(f"\ninterrupted {where}; run marked KILLED. Continue with: moalign train --resume {run_id}",
+              file=sys.stderr)
         raise
     except BaseException:
-        tracker.end_run(run_id, "FAILED")
+        _end_run(tracker, run_id, "FAILED")
         raise
     finally:
         bar.close()
