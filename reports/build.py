@@ -49,7 +49,11 @@ def _common_utilities(searches: list[Search]) -> dict:
 
 
 def interval(mean: float, low: float, high: float) -> str:
-    """'54.3 [52.1, 56.0]'; the mean alone where there is no interval."""
+    """A mean and its interval as text; the mean alone where there is no interval.
+
+    >>> interval(54.31, 52.08, 56.04), interval(0.5, float("nan"), float("nan"))
+    ('54.31 [52.08, 56.04]', '0.5')
+    """
     if not (np.isfinite(low) and np.isfinite(high)):
         return f"{mean:.4g}"
     return f"{mean:.4g} [{low:.4g}, {high:.4g}]"
@@ -199,7 +203,8 @@ def build_report(experiment: str, out: str | Path, run_ids: list[str] | None = N
         note = f"Mean over seeds [95% interval]: {_evidence(s)}; intervals clipped to each objective's bounds."
         h += [f"<h2>Policies: {html.escape(s.name)} ({s.strategy})</h2><p class='note'>{html.escape(note)}</p>",
               table.to_html(index=False, float_format=lambda v: f"{v:.4g}")]
-        md += [f"## Policies: {s.name} ({s.strategy})", "", note, "", table.to_markdown(index=False, floatfmt=".4g"), ""]
+        md += [f"## Policies: {s.name} ({s.strategy})", "", note, "",
+               table.to_markdown(index=False, floatfmt=".4g"), ""]
         samples = _samples_side_by_side(s)
         if samples is not None:
             h += [f"<h2>Sample generations: {html.escape(s.name)}</h2>",

@@ -121,7 +121,8 @@ def _parents(client, exp, experiment: str, run_ids: list[str]) -> list:
                 raise
             known = client.search_runs([exp.experiment_id], "tags.`moalign.kind` = 'search'", max_results=20)
             listing = ", ".join(f"{r.info.run_id} ({r.info.run_name})" for r in known) or "none"
-            raise MoalignError(f"--runs: no run {run_id!r} in the MLflow store (searches in {experiment!r}: {listing})") from None
+            raise MoalignError(f"--runs: no run {run_id!r} in the MLflow store "
+                               f"(searches in {experiment!r}: {listing})") from None
         if run.info.experiment_id != exp.experiment_id or run.data.tags.get("moalign.kind") != "search":
             raise MoalignError(f"--runs: run {run_id!r} is not a search of experiment {experiment!r}")
         parents.append(run)

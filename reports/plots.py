@@ -36,7 +36,7 @@ def _interval_lines(ax, table: pd.DataFrame, x: str, y: str, pts: np.ndarray, co
         low, high = (table[f"{column}_ci_{end}"].to_numpy(dtype=float) for end in ("low", "high"))
         ok = np.isfinite(low) & np.isfinite(high)
         draw = ax.hlines if axis == 0 else ax.vlines
-        draw(pts[ok, 1 - axis], low[ok], high[ok], color=color, alpha=0.5, linewidth=1.2)
+        draw(pts[ok, 1 - axis], low[ok], high[ok], color=color, alpha=0.5, linewidth=0.8)
 
 
 def plot_front(ax, table: pd.DataFrame, x: str, y: str, directions: dict, label: str = "", color=None):

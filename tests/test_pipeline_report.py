@@ -1,4 +1,5 @@
 """`moalign run` on the tiny model: two searches, a report rendered in headless Chromium, bad files."""
+import re
 import shutil
 
 import pytest
@@ -65,6 +66,24 @@ def test_pipeline_leaves_searches_and_a_report(pipeline_run, monkeypatch):
         assert section in html
     md = (pipeline_run / "report" / "report.md").read_text()
     assert "![Pareto fronts](figure_0.png)" in md and (pipeline_run / "report" / "figure_0.png").stat().st_size > 1000
+    # soups count each policy once: the one-hot soups are the endpoints
+    soups = next(p for p in parents if p.data.tags["moalign.strategy"] == "soups")
+    assert soups.data.metrics["n_policies"] == 4 and soups.data.metrics["n_runs"] == 4
+    # every interval says what it rests on, and the two searches' hypervolumes are compared in words
+    assert "soups: 3 evaluation prompts x 1 training seed (0), 1000 resamples." in md
+    assert "Mean over seeds [95% interval]: 3 evaluation prompts x 1 training seed (0)" in md
+    assert re.search(r"- soups \S+ \[\S+, \S+\] vs grid \S+ \[\S+, \S+\]: intervals (overlap, no difference shown|do not "
+                     r"overlap, \w+ has the larger hypervolume)", md)
+    assert "expected utility (common weights" in md and "hypervolume [95% CI] (common ref)" in md
+    assert "| good [95% CI] " in md and re.search(r"^\| trained +\| 1\.0000,0\.0000 \| [\d.]+ \[[\d.]+, [\d.]+\] +\|", md, re.M)
+
+
+def test_report_names_an_unknown_run_id(pipeline_run, monkeypatch, capsys):
+    monkeypatch.chdir(pipeline_run)
+    assert main(["report", "--experiment", "pipe", "--runs", "abc", "--out", "nowhere"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--runs: no run 'abc' in the MLflow store" in err
+    assert not (pipeline_run / "nowhere").exists()
 
 
 def test_report_cli_renders_in_headless_chromium(pipeline_run, tmp_path, monkeypatch):
@@ -104,6 +123,8 @@ def test_report_cli_renders_in_headless_chromium(pipeline_run, tmp_path, monkeyp
     (lambda d: d["searches"][1].update(weights=[[1, 0, 0]]), "searches[1].weights: got 3 weights for 2 objectives"),
     (lambda d: d["train"]["data"].update(train="nowhere.jsonl"), "nowhere.jsonl: no such data file"),
     (lambda d: d.update(reprot={}), "unknown key 'reprot'"),
+    (lambda d: d["searches"][1].update(reference_point="foo"),
+     "searches[1].reference_point must be nadir|base|{objective: value}, got 'foo'"),
 ])
 def test_bad_pipeline_fails_before_training(edit, message, tiny_llama, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

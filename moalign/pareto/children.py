@@ -29,7 +29,11 @@ def weights_key(weights) -> str:
 
 
 def child_key(role: str, weights=None, seed: int | None = None) -> str:
-    """'base', or e.g. 'train:1.0000,0.0000:s0' / 'soup:0.5000,0.5000:s2'."""
+    """The child's `moalign.key`.
+
+    >>> child_key("trained", [1.0, 0.0], 2), child_key("soup", [0.5, 0.5], 0), child_key("base")
+    ('train:1.0000,0.0000:s2', 'soup:0.5000,0.5000:s0', 'base')
+    """
     if role == "base":
         return "base"
     return f"{'train' if role == 'trained' else role}:{weights_key(weights)}:s{seed}"
@@ -74,7 +78,8 @@ class Children:
         return run.info.run_id if run is not None and run.info.status != "FINISHED" else None
 
     def tags(self, key: str, role: str, seed: int) -> dict:
-        return {"moalign.key": key, "moalign.role": role, "moalign.search_id": self.search_id, "moalign.seed": str(seed)}
+        return {"moalign.key": key, "moalign.role": role, "moalign.search_id": self.search_id,
+                "moalign.seed": str(seed)}
 
     def _add(self, row: dict, samples: pd.DataFrame | None) -> dict:
         self.rows.append(row)
@@ -94,7 +99,8 @@ class Children:
         run = self.finished(key)
         if run is None:
             return None
-        return self._add(self._row_from_run(run, key, role, seed, weights), self.tracker.read_table(run.info.run_id, SAMPLES))
+        samples = self.tracker.read_table(run.info.run_id, SAMPLES)
+        return self._add(self._row_from_run(run, key, role, seed, weights), samples)
 
     def evaluate(self, role, seed, weights, model, tokenizer) -> dict:
         """An evaluation-only child (base model or interpolated policy), sampled with `seed`."""

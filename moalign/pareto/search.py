@@ -149,17 +149,18 @@ def run_search(config: SearchConfig, tracker=None) -> SearchResult:
     runs = pd.DataFrame(children.rows)
     scores = PolicyScores(runs, children.samples, list(objectives))
     base = scores.table.loc[scores.table["role"] == "base", names].to_numpy(dtype=float)
-    ref = reference_point(scores.means(names), directions, config.reference_point, names, base[0] if len(base) else None)
+    ref = reference_point(scores.means(names), directions, config.reference_point, names,
+                          base[0] if len(base) else None)
     front = scores.estimate(names, directions, ref, bounds, config.n_bootstrap, seed=train_cfg.seed)
     table = front.table
     eu = expected_utility(scores.means(names), directions, W)
     nd = dict(zip(zip(table["role"], table["weights"]), table["non_dominated"]))
     for run_id, role, weights in zip(runs["run_id"], runs["role"], runs["weights"]):
         tracker.set_tags(run_id, {"moalign.non_dominated": str(bool(nd[(role, weights)])).lower()})
-    metrics = {"hypervolume": front.hypervolume, "expected_utility": eu, "n_nondominated": int(table["non_dominated"].sum()),
-               "n_policies": len(table), "n_runs": len(runs), "n_prompts": front.n_prompts, "n_seeds": front.n_seeds,
-               "total_train_steps": int(runs["train_steps"].sum()), "total_policy_time_s": float(runs["wall_time_s"].sum()),
-               "wall_time_s": time.perf_counter() - started}
+    metrics = {"hypervolume": front.hypervolume, "expected_utility": eu,
+               "n_nondominated": int(table["non_dominated"].sum()), "n_policies": len(table), "n_runs": len(runs),
+               "n_prompts": front.n_prompts, "n_seeds": front.n_seeds, "total_train_steps": int(runs["train_steps"].sum()),
+               "total_policy_time_s": float(runs["wall_time_s"].sum()), "wall_time_s": time.perf_counter() - started}
     if front.n_prompts:
         metrics.update(hypervolume_ci_low=front.hypervolume_ci[0], hypervolume_ci_high=front.hypervolume_ci[1])
     tracker.log_metrics(parent_id, [(0, metrics)])

@@ -77,7 +77,7 @@ class PolicyScores:
         row.update({c: runs_p[c].iloc[0] for c in runs_p.columns if c.startswith("w_")})
         row.update({o: float(runs_p[o].mean()) for o in self.objectives})
         row.update({"n_seeds": len(runs_p), "seeds": ",".join(str(int(s)) for s in runs_p["seed"]),
-                    "run_ids": ",".join(runs_p["run_id"].astype(str))})
+                    "run_ids": ",".join(r for r in runs_p["run_id"] if isinstance(r, str))})  # none untracked
         row.update({c: runs_p[c].sum().item() for c in SUMMED if c in runs_p})
         return row
 

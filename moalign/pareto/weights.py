@@ -51,7 +51,8 @@ def weight_vectors(spec, names: list[str]) -> np.ndarray:
             if type(exc) is not Exception:  # pymoo's own size errors are bare Exceptions; others are bugs
                 raise
             message = " ".join(str(exc).split())
-            raise ConfigError(f"search.weights: pymoo cannot build {method!r} directions with {params}: {message}") from None
+            raise ConfigError(f"search.weights: pymoo cannot build {method!r} directions with {params}: "
+                              f"{message}") from None
         vectors = np.clip(vectors, 0.0, None)
         vectors = vectors / vectors.sum(1, keepdims=True)
     else:
