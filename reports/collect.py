@@ -75,6 +75,8 @@ def load_search(client, parent) -> Search:
         row = {"key": tags.get("moalign.key", child.info.run_id), "role": tags.get("moalign.role", "?"),
                "weights": ",".join(f"{w:.4f}" for w in weights) if weights else "", "seed": _seed(child),
                "run_id": child.info.run_id, "status": child.info.status,
+               # a run copied from another search has its learning curves in the original
+               "history_run_id": tags.get("moalign.reused_from", child.info.run_id),
                "train_steps": int(metrics.get("train_steps", 0)),
                "wall_time_s": metrics.get("train_wall_time_s", metrics.get("eval_wall_time_s", 0.0))}
         row.update({k[5:]: v for k, v in metrics.items() if k.startswith("eval/")})
@@ -97,7 +99,7 @@ def load_search(client, parent) -> Search:
         if run["role"] == "trained":
             history = {}
             for key in ["reward/total", "kl"] + [f"rewards/{o}/mean" for o in objectives]:
-                points = client.get_metric_history(run["run_id"], key)
+                points = client.get_metric_history(run["history_run_id"], key)
                 if points:
                     history[key] = pd.Series({p.step: p.value for p in points})
             curves[label if len(scores.seeds) == 1 else f"{label} s{run['seed']}"] = pd.DataFrame(history).sort_index()

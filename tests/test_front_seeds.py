@@ -82,3 +82,16 @@ def test_seeds_give_one_run_per_policy_and_seed_and_a_front_of_means(tiny_llama,
     for key in ("train:1.0000,0.0000:s0", "train:0.0000,1.0000:s1"):
         assert soup_runs[key].data.tags["moalign.reused_from"] == runs[key].info.run_id
     assert sorted(soups.policies["role"]) == ["base", "soup", "trained", "trained"]
+
+    # the report: each policy once with its interval, the seeds behind it, one curve per seed
+    from reports.build import build_report
+    from reports.collect import load_searches
+
+    grid, soup = load_searches("seeds")
+    assert grid.seeds == [0, 1] and grid.n_prompts == 3 and len(grid.policies) == 3 and len(grid.runs) == 5
+    assert sorted(grid.curves) == ["trained w=0/1 s0", "trained w=0/1 s1", "trained w=1/0 s0", "trained w=1/0 s1"]
+    # the soups' endpoints were copied from the grid: their learning curves are the originals'
+    assert sorted(soup.curves) == sorted(grid.curves) and all(len(c) == 2 for c in soup.curves.values())
+    md = build_report("seeds", in_tmp / "report")[1].read_text()
+    assert "grid: 3 evaluation prompts x 2 training seeds (0, 1), 200 resamples." in md
+    assert "- grid " in md and " vs soups " in md
