@@ -62,6 +62,9 @@ def test_seeds_are_resampled_and_a_single_run_stands_for_every_seed():
     # the base model was evaluated once: redrawing seeds does not move it
     assert table.loc["base", "a_ci_low"] == table.loc["base", "a_ci_high"] == 0.5
     assert table.loc["trained", "train_steps"] == 12 and table.loc["trained", "seeds"] == "0,1,2"
+    # one training seed that is not the base model's: the front rests on that seed
+    runs, samples = front({("base", ""): {0: flat}, ("trained", "1,0"): {5: flat}})
+    assert PolicyScores(runs, samples, ["a", "b"]).seeds == [5]
 
 
 def test_front_and_hypervolume_are_those_of_the_means():

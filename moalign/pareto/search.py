@@ -151,7 +151,7 @@ def run_search(config: SearchConfig, tracker=None) -> SearchResult:
     base = scores.table.loc[scores.table["role"] == "base", names].to_numpy(dtype=float)
     ref = reference_point(scores.means(names), directions, config.reference_point, names,
                           base[0] if len(base) else None)
-    front = scores.estimate(names, directions, ref, bounds, config.n_bootstrap, seed=train_cfg.seed)
+    front = scores.estimate(names, directions, ref, bounds, config.n_bootstrap)  # seed 0, as the report redraws
     table = front.table
     eu = expected_utility(scores.means(names), directions, W)
     nd = dict(zip(zip(table["role"], table["weights"]), table["non_dominated"]))

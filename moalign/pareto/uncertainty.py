@@ -57,9 +57,9 @@ class PolicyScores:
     def __init__(self, runs: pd.DataFrame, samples: Mapping[str, pd.DataFrame | None], objectives: Sequence[str]):
         self.objectives = list(objectives)
         groups = list(runs.groupby(["role", "weights"], sort=False))
-        # the seeds are those of the most-trained policy; a policy with one run (the base model)
-        # stands for all of them
-        widest = max((r for _, r in groups), key=len)
+        # the seeds are those of the most-trained policy (a trained one before the base model, which
+        # is evaluated with train.seed); a policy with one run (the base model) stands for all of them
+        widest = max((r for _, r in groups), key=lambda r: (len(r), bool((r["role"] != "base").any())))
         self.seeds = sorted(int(s) for s in widest["seed"])
         for (role, weights), runs_p in groups:
             if len(runs_p) > 1 and sorted(int(s) for s in runs_p["seed"]) != self.seeds:
