@@ -138,8 +138,9 @@ def _table(text: str | None) -> pd.DataFrame | None:
 
 
 def read_artifact_text(client, run_id: str, path: str) -> str | None:
-    """Text of a run's artifact, or None when the run has no such artifact. Any other failure (the
-    server is unreachable, the run is unknown) is a one-line MoalignError, never "no artifact"."""
+    """Text of a run's artifact, or None when the run has no such artifact (MLflow reports an
+    unknown run the same way). Any other failure, such as an unreachable server, is a one-line
+    MoalignError, never "no artifact"."""
     try:
         return _download_text(client, run_id, path)
     except Exception as exc:

@@ -1,0 +1,251 @@
+"""Every bad input ends the same way: exit code 2, one stderr line `moalign: error: ...` naming what
+is wrong, no traceback, no file written (beside the MLflow store) and no MLflow run left RUNNING.
+
+Each case builds its inputs in a fresh folder and runs `moalign.cli.main` in-process. Almost all
+of them must fail before any model loads, which keeps the whole battery to seconds.
+"""
+import codecs
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from moalign.cli import main
+
+from rl_helpers import PROMPTS
+
+
+def read_only_dir(tmp: Path) -> Path:
+    """A folder nothing can be created in. root ignores permission bits, but not sysfs."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    folder = tmp / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+class Workspace:
+    """Inputs for one case, all inside `root` (the working directory)."""
+
+    def __init__(self, root: Path, model: str):
+        self.root, self.model = root, model
+        self.prompts = self.write("prompts.jsonl", "\n".join(
+            json.dumps({"prompt": p, "completion": "the cat", "references": ["the cat sat"]}) for p in PROMPTS))
+
+    def write(self, name: str, content: str | bytes) -> str:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return str(path)
+
+    def folder(self, name: str) -> str:
+        (self.root / name).mkdir(parents=True)
+        return str(self.root / name)
+
+    def train_config(self, **sections) -> dict:
+        config = {"model": {"name": self.model, "lora_r": 2}, "data": {"train": self.prompts},
+                  "sampling": {"num_generations": 2, "prompts_per_step": 2, "max_new_tokens": 4},
+                  "optim": {"steps": 2}, "tracking": {"experiment": "battery"},
+                  "output_dir": str(self.root / "runs"), "progress": False}
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+        return config
+
+    def train(self, *flags, **sections) -> list[str]:
+        return ["train", "--config", self.write("train.yaml", yaml.safe_dump(self.train_config(**sections))), *flags]
+
+    def pipeline(self, *flags, train: dict | None = None, **top) -> list[str]:
+        config = {"experiment": "battery", "train": self.train_config(**(train or {})),
+                  "searches": [{"strategy": "grid", "weights": [[1.0]]}], "report": {"out": str(self.root / "report")}}
+        config.update(top)
+        return ["run", self.write("pipeline.yaml", yaml.safe_dump(config)), *flags]
+
+    def evaluate(self, data: str, *flags, objectives: str = "verbosity") -> list[str]:
+        return ["evaluate", "--data", data, "--objectives", objectives, "--quiet", *flags]
+
+
+def _deleted_experiment(ws: Workspace) -> list[str]:
+    from moalign.tracking import MlflowTracker
+
+    tracker = MlflowTracker("battery")
+    tracker.client.delete_experiment(tracker.experiment_id)
+    return ws.train()
+
+
+def _existing_experiment(ws: Workspace, name: str = "battery") -> None:
+    from moalign.tracking import MlflowTracker
+
+    MlflowTracker(name)
+
+
+def _report_unknown_run(ws: Workspace) -> list[str]:
+    _existing_experiment(ws)
+    return ["report", "--experiment", "battery", "--runs", "nosuch", "--out", str(ws.root / "report")]
+
+
+LATIN1 = '{"prompt": "caf\xe9", "completion": "x"}\n'.encode("latin-1")
+UTF16 = codecs.BOM_UTF16_LE + '{"prompt": "p", "completion": "x"}\n'.encode("utf-16-le")
+DEEP = ("[" * 100_000 + "]" * 100_000 + "\n").encode()
+
+CASES = {
+    # data files (moalign evaluate)
+    "jsonl-latin1": (lambda ws: ws.evaluate(ws.write("d.jsonl", LATIN1)), "d.jsonl:1: not UTF-8"),
+    "csv-latin1": (lambda ws: ws.evaluate(ws.write("d.csv", b"prompt,completion\ncaf\xe9,x\n")), "d.csv:2: not UTF-8"),
+    "jsonl-utf16-bom": (lambda ws: ws.evaluate(ws.write("d.jsonl", UTF16)), "d.jsonl: the file is UTF-16"),
+    "csv-utf16-bom": (lambda ws: ws.evaluate(ws.write("d.csv", codecs.BOM_UTF16_LE + "prompt,completion\na,b\n".encode("utf-16-le"))),
+                      "d.csv: the file is UTF-16"),
+    "json-nested-deep": (lambda ws: ws.evaluate(ws.write("d.jsonl", DEEP)), "d.jsonl:1: JSON nested too deeply"),
+    "csv-stray-quote": (lambda ws: ws.evaluate(ws.write("d.csv", 'prompt,completion\n"a,b\nc,d\n')), "d.csv: malformed CSV"),
+    "csv-ragged-row": (lambda ws: ws.evaluate(ws.write("d.csv", "prompt,completion\na,b,c,d\n")), "d.csv:2: more fields"),
+    "csv-header-only": (lambda ws: ws.evaluate(ws.write("d.csv", "prompt,completion\n")), "d.csv: no samples"),
+    "jsonl-empty": (lambda ws: ws.evaluate(ws.write("d.jsonl", "")), "d.jsonl: no samples"),
+    "no-completion-column": (lambda ws: ws.evaluate(ws.write("d.csv", "prompt,answer\na,b\n")), "d.csv:2: no 'completion' field"),
+    "jsonl-not-an-object": (lambda ws: ws.evaluate(ws.write("d.jsonl", "[1, 2]\n")), "d.jsonl:1: expected a JSON object"),
+    "data-is-a-directory": (lambda ws: ws.evaluate(str(ws.root)), "no such data file"),
+    "missing-references": (lambda ws: ws.evaluate(ws.write("d.jsonl", '{"prompt": "p", "completion": "c"}\n'), objectives="bleu"),
+                           "objective 'bleu' needs the field 'references'"),
+    # objective parameters (moalign evaluate --set)
+    "verbosity.target=abc": (lambda ws: ws.evaluate(ws.prompts, "--set", "verbosity.target=abc"), "'target'"),
+    "verbosity.target=.nan": (lambda ws: ws.evaluate(ws.prompts, "--set", "verbosity.target=.nan"), "'target'"),
+    "bleu.tokenize=nosuch": (lambda ws: ws.evaluate(ws.prompts, "--set", "bleu.tokenize=nosuch", objectives="bleu"), "'tokenize'"),
+    "chrf.word_order=-3": (lambda ws: ws.evaluate(ws.prompts, "--set", "chrf.word_order=-3", objectives="chrf"), "'word_order'"),
+    "rouge_l.use_stemmer=maybe": (lambda ws: ws.evaluate(ws.prompts, "--set", "rouge_l.use_stemmer=maybe", objectives="rouge_l"),
+                                  "'use_stemmer'"),
+    "unknown-objective": (lambda ws: ws.evaluate(ws.prompts, objectives="blue"), "unknown objective 'blue'"),
+    # output paths, checked before any work
+    "evaluate-out-read-only": (lambda ws: ws.evaluate(ws.prompts, "--out", str(read_only_dir(ws.root) / "sub" / "s.csv")),
+                               "not writable"),
+    "evaluate-out-is-a-directory": (lambda ws: ws.evaluate(ws.prompts, "--out", ws.folder("dir.csv")), "dir.csv: is a directory"),
+    "evaluate-out-under-a-file": (lambda ws: ws.evaluate(ws.prompts, "--out", ws.write("file", "x") + "/s.csv"), "file is a file"),
+    "evaluate-out-suffix": (lambda ws: ws.evaluate(ws.prompts, "--out", str(ws.root / "s.txt")), "must end in .csv or .parquet"),
+    "train-output-dir-read-only": (lambda ws: ws.train(output_dir=str(read_only_dir(ws.root) / "runs")), "output_dir: "),
+    "train-output-dir-is-a-file": (lambda ws: ws.train(output_dir=ws.write("runs", "x")), "output_dir: "),
+    "pipeline-report-read-only": (lambda ws: ws.pipeline(report={"out": str(read_only_dir(ws.root) / "r")}), "report.out: "),
+    "pipeline-report-is-a-file": (lambda ws: ws.pipeline(report={"out": ws.write("r", "x")}), "report.out: "),
+    "report-out-is-a-file": (lambda ws: ["report", "--experiment", "battery", "--out", ws.write("r", "x")],
+                             "exists and is not a directory"),
+    # a scalar where a section or list belongs
+    "--set model=tiny": (lambda ws: ws.train("--set", "model=tiny"), "model: expected a section"),
+    "--set reward.constraints=5": (lambda ws: ws.train("--set", "reward.constraints=5"), "reward.constraints: expected a list"),
+    "pipeline train=5": (lambda ws: ws.pipeline("--set", "train=5"), "train: expected a section"),
+    "--set reward.weights=[a]": (lambda ws: ws.train("--set", "reward.weights=[a]"), "reward.weights[0]: expected a number"),
+    "lora_target_modules=5": (lambda ws: ws.train("--set", "model.lora_target_modules=5"), "model.lora_target_modules"),
+    "--set without =": (lambda ws: ws.train("--set", "optim.lr"), "expected key=value"),
+    # training values (moalign train --set)
+    "optim.warmup_steps=-5": (lambda ws: ws.train("--set", "optim.warmup_steps=-5"), "optim.warmup_steps"),
+    "optim.max_grad_norm=-1": (lambda ws: ws.train("--set", "optim.max_grad_norm=-1"), "optim.max_grad_norm"),
+    "optim.max_grad_norm=.nan": (lambda ws: ws.train("--set", "optim.max_grad_norm=.nan"), "optim.max_grad_norm"),
+    "sampling.top_k=-1": (lambda ws: ws.train("--set", "sampling.top_k=-1"), "sampling.top_k"),
+    "sampling.eval_num_generations=0": (lambda ws: ws.train("--set", "sampling.eval_num_generations=0"),
+                                        "sampling.eval_num_generations"),
+    "data.max_eval_prompts=0": (lambda ws: ws.train("--set", "data.max_eval_prompts=0"), "data.max_eval_prompts"),
+    "objective-name-a<b>": (lambda ws: ws.train(reward={"objectives": {"a<b>": {"type": "verbosity"}}}), "a<b>"),
+    "train-data-latin1": (lambda ws: ws.train(data={"train": ws.write("d.jsonl", LATIN1)}), "d.jsonl:1: not UTF-8"),
+    # pipelines
+    "pipeline-rloo-one-generation": (lambda ws: ws.pipeline("--set", "train.sampling.num_generations=1"),
+                                     "train.sampling.num_generations"),
+    "pipeline-reference-point-foo": (lambda ws: ws.pipeline(searches=[{"strategy": "grid", "weights": [[1.0]],
+                                                                        "reference_point": "foo"}]),
+                                     "searches[0].reference_point"),
+    # --resume
+    "resume-with-set": (lambda ws: ["train", "--resume", "abc", "--set", "optim.steps=5"], "--set is not allowed"),
+    "resume-with-weights": (lambda ws: ["train", "--resume", "abc", "--weights", "1"], "--weights is not allowed"),
+    "resume-unknown-run": (lambda ws: ["train", "--resume", "nosuch"], "--resume nosuch: "),
+    # models: fail before loading, in seconds
+    "model-missing-path": (lambda ws: ws.train(model={"name": str(ws.root / "no-model")}), "no such directory"),
+    "model-without-weights": (lambda ws: ws.train(model={"name": str(Path(ws.write("m/config.json", "{}")).parent)}),
+                              "no weights"),
+    "model-unknown-hub-id-offline": (lambda ws: ws.train(model={"name": "nosuch-org/nosuch-model"}), "HF_HUB_OFFLINE"),
+    "model-lora-target-modules": (lambda ws: ws.train("--set", "model.lora_target_modules=[nosuch]"),
+                                  "model.lora_target_modules"),
+    # tracking
+    "tracking-unreachable": (lambda ws: ws.train(tracking={"tracking_uri": "http://127.0.0.1:9"}), "is not answering"),
+    "tracking-store-read-only": (lambda ws: ws.train(tracking={"tracking_uri": f"sqlite:///{read_only_dir(ws.root)}/m.db"}),
+                                 "not writable"),
+    "tracking-deleted-experiment": (_deleted_experiment, "is deleted"),
+    "report-unknown-run": (_report_unknown_run, "nosuch"),
+}
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*")}
+
+
+def runs_left_running(store: Path) -> list[str]:
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    if not store.exists():
+        return []
+    client = MlflowClient(f"sqlite:///{store}")
+    ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    runs = client.search_runs(ids, run_view_type=ViewType.ALL) if ids else []
+    return [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch, tiny_llama):
+    from transformers.utils import logging
+
+    # `moalign` turns progress bars off before transformers is imported; here it already is.
+    bars = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    yield Workspace(tmp_path, tiny_llama)
+    if bars:
+        logging.enable_progress_bar()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_fails_with_one_line(case, workspace, capsys):
+    build, message = CASES[case]
+    argv = build(workspace)
+    before = files_under(workspace.root)
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("moalign: error: "), err
+    assert "Traceback" not in err and message in lines[0], err
+    new = {p for p in files_under(workspace.root) - before if p.parts[0] != "mlflow.db"}
+    assert not new, f"left behind: {sorted(map(str, new))}"
+    assert runs_left_running(workspace.root / "mlflow.db") == []
+
+
+@pytest.mark.parametrize("argv,key", [
+    (["--set", "optim.lr=-1"], "optim.lr"),
+    (["--set", "model.lora_r=0"], "model.lora_r"),
+    (["--set", "checkpoint_every=0"], "checkpoint_every"),
+    (["--set", "optim.lr=fast"], "optim.lr"),
+])
+def test_train_errors_name_each_key_once(argv, key, workspace, capsys):
+    assert main(workspace.train(*argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert f": {key}" in err and f"{key.split('.')[0]}.{key}" not in err, err
+
+
+@pytest.mark.parametrize("override,key", [
+    ("train.optim.lr=-1", "train.optim.lr"),
+    ("train.model.lora_r=0", "train.model.lora_r"),
+    ("train.sampling.top_p=2", "train.sampling.top_p"),
+    ("train.algorithm.name=ppo2", "train.algorithm.name"),
+    ("train.checkpoint_every=0", "train.checkpoint_every"),
+    ("train.optim.steps=2.5", "train.optim.steps"),
+    ("train.reward.weights=[1, 2]", "train.reward.weights"),
+    ("report.enabled=maybe", "report.enabled"),
+    ("searches=[{strategy: nosuch}]", "searches[0].strategy"),
+])
+def test_pipeline_errors_name_each_key_once(override, key, workspace, capsys):
+    assert main(workspace.pipeline("--set", override)) == 2
+    err = capsys.readouterr().err.strip()
+    parts = key.split(".")
+    doubled = [".".join(parts[:i] + parts[i - 1:]) for i in range(1, len(parts))]  # train.train.optim, train.optim.optim.lr
+    assert f": {key}" in err and not any(d in err for d in doubled), err
