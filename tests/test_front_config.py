@@ -41,16 +41,15 @@ def test_unknown_objective_in_the_reference_point_fails_before_anything_runs(tin
     assert not (in_tmp / "mlflow.db").exists()  # no run was started, nothing trained or loaded
 
 
-def test_seeds_that_would_evaluate_on_other_prompts_are_refused(tiny_llama, in_tmp):
-    # the trainer holds out a seeded split of data.train: seed 1's held-out prompts are not seed 0's
-    config = SearchConfig(train=train_config(tiny_llama, in_tmp), seeds=[0, 1])
-    with pytest.raises(ConfigError, match="search.seeds: seed 1 holds out other evaluation prompts than train.seed 0"):
-        moalign.search(config)
-    assert not (in_tmp / "mlflow.db").exists()
-    # with a held-out file every seed answers the same prompts: the check passes
-    (in_tmp / "eval.jsonl").write_text(json.dumps({"prompt": "the cat sat", "references": ["the cat"]}))
-    from moalign.pareto.search import _check_seed_splits
+def test_every_training_seed_is_evaluated_on_the_same_held_out_prompts(tiny_llama, in_tmp):
+    # the held-out split follows data.split_seed, not the training seed: seeds stay comparable
     from moalign.rl.trainer import load_data
 
-    cfg = train_config(tiny_llama, in_tmp, eval=str(in_tmp / "eval.jsonl"))
-    _check_seed_splits(cfg, [0, 1, 2], load_data(cfg)[1])
+    cfg = train_config(tiny_llama, in_tmp)
+    held_out = []
+    for seed in (0, 1, 2):
+        cfg.seed = seed
+        held_out.append([r["prompt"] for r in load_data(cfg)[1]])
+    assert held_out[0] == held_out[1] == held_out[2]
+    cfg.data.split_seed = 1
+    assert [r["prompt"] for r in load_data(cfg)[1]] != held_out[0]

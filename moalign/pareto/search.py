@@ -56,19 +56,6 @@ def search_id(config: SearchConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _check_seed_splits(train_cfg, seeds: list[int], eval_records: list[dict]) -> None:
-    """Every seed's policies must answer the same evaluation prompts, or neither their means nor
-    the paired bootstrap compare; the trainer's split of `data.train` may follow the seed."""
-    prompts = [r["prompt"] for r in eval_records]
-    for seed in seeds:
-        cfg = copy.deepcopy(train_cfg)
-        cfg.seed = seed
-        if [r["prompt"] for r in load_data(cfg)[1]] != prompts:
-            raise ConfigError(f"search.seeds: seed {seed} holds out other evaluation prompts than train.seed "
-                              f"{train_cfg.seed} (the split of train.data.train follows the seed); set train.data.eval "
-                              "to a held-out file so that every seed is evaluated on the same prompts")
-
-
 def _parent(tracker, config: SearchConfig, sid: str, params: dict) -> str | None:
     found = tracker.find_runs(f"tags.`moalign.search_id` = '{sid}' and tags.`moalign.kind` = 'search'")
     if found:
@@ -123,7 +110,6 @@ def run_search(config: SearchConfig, tracker=None) -> SearchResult:
     objectives = {**reward.all_objectives, **(build_objectives(train_cfg.eval_objectives) if train_cfg.eval_objectives else {})}
     check_objective_fields(objectives, eval_records)
     seeds = config.training_seeds
-    _check_seed_splits(train_cfg, seeds, eval_records)
     # objectives declare (low, high) bounds where they have them; intervals are clipped to them
     bounds = {n: tuple(getattr(o, "bounds", (None, None))) for n, o in objectives.items()}
 

@@ -51,6 +51,9 @@ class DataConfig:
     eval: str | None = None  # held-out prompts; default: a seeded split of `train`
     eval_fraction: float = 0.2
     max_eval_prompts: int = 64
+    # The held-out split's own seed, not the training seed: runs with other training seeds must be
+    # evaluated on the same prompts, or their scores do not compare.
+    split_seed: int = 0
 
     def __post_init__(self):
         _check(bool(self.train), "data.train is required (a JSONL or CSV file of prompts)")

@@ -70,7 +70,7 @@ def load_data(config: TrainConfig):
     if config.data.eval:
         train_records, eval_records = records, load_prompt_records(config.data.eval)
     else:
-        train_records, eval_records = train_eval_split(records, config.data.eval_fraction, config.seed)
+        train_records, eval_records = train_eval_split(records, config.data.eval_fraction, config.data.split_seed)
     return train_records, eval_records[: config.data.max_eval_prompts]
 
 
