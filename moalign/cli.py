@@ -30,8 +30,11 @@ def _cmd_evaluate(args) -> int:
     names = [n.strip() for n in args.objectives.split(",") if n.strip()]
     spec = {name: {} for name in names}
     for item in args.set:
-        if item.split(".", 1)[0] not in spec:
-            raise ConfigError(f"--set {item!r}: {item.split('.', 1)[0]!r} is not one of --objectives")
+        objective, dot, _ = item.partition("=")[0].partition(".")
+        if not dot:
+            raise ConfigError(f"--set {item!r}: expected OBJECTIVE.PARAMETER=VALUE")
+        if objective not in spec:
+            raise ConfigError(f"--set {item!r}: {objective!r} is not one of --objectives")
     apply_overrides(spec, args.set)
     if args.out:
         check_table_path(args.out)

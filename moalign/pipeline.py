@@ -79,14 +79,13 @@ _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def validate(config: PipelineConfig, searches: list[SearchConfig]) -> None:
-    """Everything that can fail before training, checked before training (and before MLflow)."""
-    from moalign.data import check_writable
+    """Everything in the files that can fail before training, checked before training."""
     from moalign.pareto.weights import weight_vectors
-    from moalign.rl.cli import preflight
+    from moalign.rl.cli import check_inputs
     from moalign.rl.reward import MultiObjectiveReward
 
     try:
-        preflight(config.train)
+        check_inputs(config.train)
     except ConfigError as exc:
         raise ConfigError(_under_train(str(exc))) from None
     names = MultiObjectiveReward(config.train.reward).names
@@ -96,6 +95,19 @@ def validate(config: PipelineConfig, searches: list[SearchConfig]) -> None:
         except ConfigError as exc:
             detail = str(exc).removeprefix("search.").removeprefix("reward.")
             raise ConfigError(f"searches[{i}].{detail}") from None
+
+
+def check_environment(config: PipelineConfig) -> None:
+    """What this machine must provide (the model, writable output folders), checked before any
+    model loads or MLflow run starts, so a report folder that cannot be written is not found
+    only after every policy has been trained."""
+    from moalign.data import check_writable
+    from moalign.rl.cli import check_environment as check_train_environment
+
+    try:
+        check_train_environment(config.train)
+    except ConfigError as exc:
+        raise ConfigError(_under_train(str(exc))) from None
     if config.report.enabled:
         try:
             check_writable(config.report.out, directory=True)
@@ -108,6 +120,7 @@ def run_pipeline(config: PipelineConfig, searches: list[SearchConfig]) -> dict:
     from moalign.tracking import make_tracker
 
     started = time.perf_counter()
+    check_environment(config)
     tracking = config.train.tracking
     # Opened before any model loads: it probes the store, so a wrong URI fails in seconds.
     tracker = make_tracker(tracking.enabled, tracking.experiment, tracking.tracking_uri)

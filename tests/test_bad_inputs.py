@@ -118,6 +118,10 @@ CASES = {
     "rouge_l.use_stemmer=maybe": (lambda ws: ws.evaluate(ws.prompts, "--set", "rouge_l.use_stemmer=maybe", objectives="rouge_l"),
                                   "'use_stemmer'"),
     "unknown-objective": (lambda ws: ws.evaluate(ws.prompts, objectives="blue"), "unknown objective 'blue'"),
+    "evaluate --set without a parameter": (lambda ws: ws.evaluate(ws.prompts, "--set", "verbosity=5"),
+                                           "expected OBJECTIVE.PARAMETER=VALUE"),
+    "likelihood-model-offline": (lambda ws: ws.evaluate(ws.prompts, "--set", "likelihood.model=nosuch-org/lm",
+                                                        objectives="likelihood"), "HF_HUB_OFFLINE"),
     # output paths, checked before any work
     "evaluate-out-read-only": (lambda ws: ws.evaluate(ws.prompts, "--out", str(read_only_dir(ws.root) / "sub" / "s.csv")),
                                "not writable"),

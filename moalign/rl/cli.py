@@ -27,12 +27,9 @@ def build_config(path: str | None, weights: str | None = None, overrides: list[s
         raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
 
 
-def preflight(config: TrainConfig) -> None:
-    """Everything about the user's input that can fail, checked before any model loads or MLflow
-    run starts: objectives, data and the fields they need, the model's source, the output folder.
-    Errors name their key from the top of the training config (`data: ...`, `output_dir: ...`)."""
-    from moalign.data import check_writable
-    from moalign.models import check_model
+def check_inputs(config: TrainConfig) -> None:
+    """The config against its inputs: objectives, data and the fields the objectives need.
+    Errors name their key from the top of the training config (`data: ...`)."""
     from moalign.registry import build_objectives
     from moalign.rl.reward import MultiObjectiveReward
     from moalign.rl.trainer import check_objective_fields, load_data
@@ -47,12 +44,26 @@ def preflight(config: TrainConfig) -> None:
         raise ConfigError(f"data: {exc}") from None
     check_objective_fields(reward.all_objectives, train_records)
     check_objective_fields({**reward.all_objectives, **extra}, eval_records)
+
+
+def check_environment(config: TrainConfig) -> None:
+    """What this machine must provide: the model (found without loading it) and a writable
+    output folder. Errors name the key (`model.name: ...`, `output_dir: ...`)."""
+    from moalign.data import check_writable
+    from moalign.models import check_model
+
     for key, check in (("model.name", lambda: check_model(config.model.name)),
                        ("output_dir", lambda: check_writable(config.output_dir, directory=True))):
         try:
             check()
         except MoalignError as exc:
             raise ConfigError(f"{key}: {exc}") from None
+
+
+def preflight(config: TrainConfig) -> None:
+    """Everything about the user's input that can fail, checked before any model loads or MLflow run starts."""
+    check_inputs(config)
+    check_environment(config)
 
 
 def config_of_run(run_id: str, tracking_uri: str | None):
