@@ -68,9 +68,11 @@ def _cmd_report(args) -> int:
     from reports.build import build_report
 
     from moalign.data import check_writable
+    from moalign.tracking import MlflowTracker
 
     runs = [r for r in (args.runs or "").split(",") if r]
     check_writable(args.out, directory=True)
+    MlflowTracker(None, args.tracking_uri)  # probes the store: a wrong URI fails in seconds, in one line
     paths = build_report(args.experiment, args.out, run_ids=runs or None, tracking_uri=args.tracking_uri)
     for path in paths:
         print(f"wrote {path}")

@@ -14,7 +14,10 @@ import yaml
 
 from moalign.cli import main
 
+from mlflow_server import free_port
 from rl_helpers import PROMPTS
+
+NOBODY = f"http://127.0.0.1:{free_port()}"  # a port nothing listens on
 
 
 def read_only_dir(tmp: Path) -> Path:
@@ -169,11 +172,13 @@ CASES = {
     "model-lora-target-modules": (lambda ws: ws.train("--set", "model.lora_target_modules=[nosuch]"),
                                   "model.lora_target_modules"),
     # tracking
-    "tracking-unreachable": (lambda ws: ws.train(tracking={"tracking_uri": "http://127.0.0.1:9"}), "is not answering"),
+    "tracking-unreachable": (lambda ws: ws.train(tracking={"tracking_uri": NOBODY}), "is not answering"),
     "tracking-store-read-only": (lambda ws: ws.train(tracking={"tracking_uri": f"sqlite:///{read_only_dir(ws.root)}/m.db"}),
                                  "not writable"),
     "tracking-deleted-experiment": (_deleted_experiment, "is deleted"),
     "report-unknown-run": (_report_unknown_run, "nosuch"),
+    "report-unreachable": (lambda ws: ["report", "--experiment", "battery", "--tracking-uri", NOBODY,
+                                       "--out", str(ws.root / "report")], "is not answering"),
 }
 
 
