@@ -37,15 +37,19 @@ def parse_yaml(text: str):
 
 def load_yaml(path: str | Path) -> dict:
     """A YAML mapping from `path`; syntax errors name the file and line."""
+    from moalign.data import read_text
+
     path = Path(path)
     if not path.is_file():
         raise MoalignError(f"{path}: no such config file")
     try:
-        data = parse_yaml(path.read_text(encoding="utf-8"))
+        data = parse_yaml(read_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise MoalignError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise MoalignError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})".splitlines()[0]) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise MoalignError(f"{path}: YAML nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -65,8 +69,9 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
             raise ConfigError(f"--set {item!r}: expected key=value")
         try:
             value = parse_yaml(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        except (yaml.YAMLError, RecursionError):
+            shown = item if len(item) <= 80 else item[:77] + "..."
+            raise ConfigError(f"--set {shown!r}: the value is not valid YAML") from None
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:

@@ -144,6 +144,12 @@ CASES = {
     "--set reward.weights=[a]": (lambda ws: ws.train("--set", "reward.weights=[a]"), "reward.weights[0]: expected a number"),
     "lora_target_modules=5": (lambda ws: ws.train("--set", "model.lora_target_modules=5"), "model.lora_target_modules"),
     "--set without =": (lambda ws: ws.train("--set", "optim.lr"), "expected key=value"),
+    "--set value nested deep": (lambda ws: ws.train("--set", "optim.lr=" + "[" * 20_000), "not valid YAML"),
+    "config-latin1": (lambda ws: ["train", "--config", ws.write("c.yaml", "model: {name: caf\xe9}\n".encode("latin-1"))],
+                      "c.yaml:1: not UTF-8"),
+    "config-utf16": (lambda ws: ["run", ws.write("c.yaml", "train: {}\n".encode("utf-16"))], "c.yaml: the file is UTF-16"),
+    "config-nested-deep": (lambda ws: ["train", "--config", ws.write("c.yaml", "a: " + "[" * 20_000 + "]" * 20_000)],
+                           "c.yaml: YAML nested too deeply"),
     # training values (moalign train --set)
     "optim.warmup_steps=-5": (lambda ws: ws.train("--set", "optim.warmup_steps=-5"), "optim.warmup_steps"),
     "optim.max_grad_norm=-1": (lambda ws: ws.train("--set", "optim.max_grad_norm=-1"), "optim.max_grad_norm"),
