@@ -9,6 +9,7 @@ from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 import moalign
+from moalign.rl.policy import peft_wrapping
 from moalign.pareto.config import SearchConfig
 from moalign.rl.config import OptimConfig, RewardConfig, TrackingConfig
 from moalign.tracking import resolve_tracking_uri
@@ -80,7 +81,8 @@ def test_soups_interpolation_is_exact_at_the_endpoints(tiny_llama, tmp_path):
             return model(ids).logits
 
     def endpoint(path):
-        return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), str(path)).eval()
+        with peft_wrapping():
+            return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), str(path)).eval()
 
     base = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
     with soup.mixed([1.0, 0.0]) as m:

@@ -1,6 +1,7 @@
 """Computing each group's prompt once gives the log-probs and gradients of full sequences."""
 import torch
 
+from moalign.rl.policy import peft_wrapping
 from moalign.rl.sampling import completion_logprobs, generate, grouped_completion_logprobs
 
 
@@ -10,8 +11,9 @@ def test_grouped_logprobs_and_gradients_match_full_sequences(tiny_llama):
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     tok.padding_side = "left"
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
-                           LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    with peft_wrapping():
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
+                               LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
     rollout = generate(model, tok, ["the cat sat on the", "a dog", "rain"], n=3, max_new_tokens=7, seed=1)
     ids, attn, mask = rollout.input_ids, rollout.attention_mask, rollout.completion_mask.float()
     T = rollout.n_completion

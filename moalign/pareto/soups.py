@@ -15,6 +15,7 @@ import torch
 
 from moalign.models import load_causal_lm, load_tokenizer
 from moalign.rl.config import ModelConfig
+from moalign.rl.policy import peft_wrapping
 
 MIX = "soup"
 
@@ -31,7 +32,8 @@ class AdapterSoup:
         base = load_causal_lm(model.name, model.dtype, device, model.trust_remote_code)
         self.names = [f"endpoint{i}" for i in range(len(adapter_dirs))]
         if model.lora:
-            self.model = PeftModel.from_pretrained(base, str(adapter_dirs[0]), adapter_name=self.names[0])
+            with peft_wrapping():
+                self.model = PeftModel.from_pretrained(base, str(adapter_dirs[0]), adapter_name=self.names[0])
             for name, path in zip(self.names[1:], adapter_dirs[1:]):
                 self.model.load_adapter(str(path), adapter_name=name)
             self.states = None

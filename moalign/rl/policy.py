@@ -5,6 +5,7 @@ copy of the weights is in memory. Full fine-tuning keeps a frozen copy instead.
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -13,6 +14,16 @@ import torch
 from moalign.errors import ConfigError
 from moalign.models import default_device, load_causal_lm, load_tokenizer
 from moalign.rl.config import ModelConfig
+
+
+@contextmanager
+def peft_wrapping():
+    """Around peft's model wrapping: peft 0.21 reads transformers 5's deprecated
+    `is_gradient_checkpointing` inside `PeftModel.__init__`, a FutureWarning at every load that is
+    neither our call nor ours to fix; only that one message is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 class Policy:
@@ -28,12 +39,14 @@ class Policy:
             from peft import LoraConfig, PeftModel, get_peft_model
 
             if adapter_dir:
-                self.model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
+                with peft_wrapping():
+                    self.model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
             else:
                 lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                                   target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
                 try:
-                    self.model = get_peft_model(base, lora)
+                    with peft_wrapping():
+                        self.model = get_peft_model(base, lora)
                 except ValueError as exc:  # peft's message lists the modules it could not find
                     raise ConfigError(f"model.lora_target_modules: {exc}".splitlines()[0]) from None
         else:
