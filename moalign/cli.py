@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     # and no MLflow INFO lines (its warnings still show).
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())  # in case it already was
     from moalign.tracking import bound_http_retries
 
     bound_http_retries()
@@ -169,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("moalign: stopped by SIGTERM" if received else "moalign: interrupted", file=sys.stderr)
         return 143 if received else 130
+
 
 if __name__ == "__main__":
     sys.exit(main())

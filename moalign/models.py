@@ -111,8 +111,8 @@ def _check_hub_id(repo_id: str) -> None:
     except HfHubHTTPError:
         return  # the hub answered: transformers will download, or report what the hub said
     except (HTTPError, OSError) as exc:
-        raise MoalignError(f"{where}, and the hub cannot be reached ({exc}): pass the path of a local model "
-                           f"directory".splitlines()[0]) from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MoalignError(f"{where}, and the hub cannot be reached ({reason}): pass the path of a local model directory") from None
 
 
 def check_model(name_or_path: str) -> None:
@@ -138,7 +138,8 @@ def resolve(name_or_path: str) -> str:
     check_model(name_or_path)
     if name_or_path == BUNDLED:
         return str(_materialise_bundled())
-    return str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().is_dir() else str(name_or_path)
+    local = Path(name_or_path).expanduser()
+    return str(local) if local.is_dir() else name_or_path
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):

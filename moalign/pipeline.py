@@ -69,13 +69,13 @@ def load_pipeline(path: str | Path, overrides: list[str] = ()) -> tuple[Pipeline
     return config, searches
 
 
+_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
 def _under_train(message: str) -> str:
     """A training-config error (`reward.weights: ...`) named from the pipeline's top (`train.reward...`)."""
     head = re.match(r"[a-z_]+(?=[.:\[])", message)
     return f"train.{message}" if head and head.group(0) in _TRAIN_KEYS else message
-
-
-_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def validate(config: PipelineConfig, searches: list[SearchConfig]) -> None:

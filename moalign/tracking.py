@@ -223,7 +223,7 @@ class MlflowTracker(NullTracker):
                 check_writable(database)
             except MoalignError as exc:
                 raise MoalignError(f"MLflow store {self.uri}: {str(exc).removeprefix(f'{database}: ')}") from None
-        with self._guard(f"open experiment {experiment!r}"), _store_lock(self.uri):
+        with self._guard(f"open experiment {experiment!r}" if experiment else "open the store"), _store_lock(self.uri):
             self.client = MlflowClient(self.uri)  # opens (and for a new SQLite file, creates) the store
             self.experiment_id = self._experiment_id(experiment) if experiment else None
             if experiment is None:
