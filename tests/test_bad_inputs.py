@@ -87,6 +87,16 @@ def _existing_experiment(ws: Workspace, name: str = "battery") -> None:
     MlflowTracker(name)
 
 
+def _finished_run(ws: Workspace) -> list[str]:
+    from moalign.tracking import MlflowTracker
+
+    tracker = MlflowTracker("battery")
+    run_id = tracker.start_run()
+    tracker.log_dict(run_id, ws.train_config(), "config.yaml")
+    tracker.end_run(run_id, "FINISHED")
+    return ["train", "--resume", run_id]
+
+
 def _report_unknown_run(ws: Workspace) -> list[str]:
     _existing_experiment(ws)
     return ["report", "--experiment", "battery", "--runs", "nosuch", "--out", str(ws.root / "report")]
@@ -170,6 +180,7 @@ CASES = {
     "resume-with-set": (lambda ws: ["train", "--resume", "abc", "--set", "optim.steps=5"], "--set is not allowed"),
     "resume-with-weights": (lambda ws: ["train", "--resume", "abc", "--weights", "1"], "--weights is not allowed"),
     "resume-unknown-run": (lambda ws: ["train", "--resume", "nosuch"], "--resume nosuch: "),
+    "resume-finished-run": (_finished_run, "the run has already finished"),
     # models: fail before loading, in seconds
     "model-missing-path": (lambda ws: ws.train(model={"name": str(ws.root / "no-model")}), "no such directory"),
     "model-without-weights": (lambda ws: ws.train(model={"name": str(Path(ws.write("m/config.json", "{}")).parent)}),

@@ -101,6 +101,7 @@ def run_train(args) -> int:
                               f"config it started with (start a new run to change it)")
         uri = build_config(args.config).tracking.tracking_uri if args.config else None
         config, tracker = config_of_run(args.resume, uri)
+        check_environment(config)
     else:
         config = build_config(args.config, args.weights, args.set)
         preflight(config)
