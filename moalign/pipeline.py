@@ -80,6 +80,7 @@ def _under_train(message: str) -> str:
 
 def validate(config: PipelineConfig, searches: list[SearchConfig]) -> None:
     """Everything in the files that can fail before training, checked before training."""
+    from moalign.pareto.front import check_reference_point
     from moalign.pareto.weights import weight_vectors
     from moalign.rl.cli import check_inputs
     from moalign.rl.reward import MultiObjectiveReward
@@ -90,8 +91,9 @@ def validate(config: PipelineConfig, searches: list[SearchConfig]) -> None:
         raise ConfigError(_under_train(str(exc))) from None
     names = MultiObjectiveReward(config.train.reward).names
     for i, search in enumerate(searches):
-        try:
+        try:  # every search's, before the first one trains: a typo in the second costs nothing
             weight_vectors(search.weights, names)
+            check_reference_point(search.reference_point, names)
         except ConfigError as exc:
             detail = str(exc).removeprefix("search.").removeprefix("reward.")
             raise ConfigError(f"searches[{i}].{detail}") from None
@@ -129,8 +131,10 @@ def run_pipeline(config: PipelineConfig, searches: list[SearchConfig]) -> dict:
         print(f"[{i}/{len(searches)}] {search.strategy} search: {search.name or ''}", flush=True)
         result = run_search(search, tracker=tracker)
         results.append(result)
-        print(f"    hypervolume {result.hypervolume:.4g}, expected utility {result.expected_utility:.3f}, "
-              f"{int(result.policies['non_dominated'].sum())}/{len(result.policies)} policies non-dominated", flush=True)
+        low, high = result.hypervolume_ci
+        print(f"    hypervolume {result.hypervolume:.4g} [95% interval {low:.4g}, {high:.4g}; {result.n_prompts} prompts x "
+              f"{len(result.seeds)} seed(s)], {int(result.policies['non_dominated'].sum())}/{len(result.policies)} "
+              f"policies non-dominated", flush=True)
     paths = []
     if config.report.enabled:
         from reports.build import build_report

@@ -176,6 +176,11 @@ CASES = {
     "pipeline-reference-point-foo": (lambda ws: ws.pipeline(searches=[{"strategy": "grid", "weights": [[1.0]],
                                                                         "reference_point": "foo"}]),
                                      "searches[0].reference_point"),
+    # the second search's typo is found before the first one trains
+    "pipeline-second-reference-point": (lambda ws: ws.pipeline(searches=[
+        {"strategy": "grid", "weights": [[1.0]]},
+        {"strategy": "grid", "weights": [[1.0]], "reference_point": {"nosuch": 1.0}}]), "searches[1].reference_point"),
+    "kl-k3-in-reward": (lambda ws: ws.train("--set", "algorithm.kl_in_reward=true"), "does not anchor"),
     # --resume
     "resume-with-set": (lambda ws: ["train", "--resume", "abc", "--set", "optim.steps=5"], "--set is not allowed"),
     "resume-with-weights": (lambda ws: ["train", "--resume", "abc", "--weights", "1"], "--weights is not allowed"),
