@@ -73,6 +73,12 @@ class Policy:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.config.lora:
+            # The base model by the name it was given (hub id, local path, or the bundled model's
+            # name), never the cache folder it was loaded from: that folder is this machine's, and
+            # `moalign.load_policy` resolves the name again wherever the adapter is loaded.
+            for adapter in self.model.peft_config.values():
+                adapter.base_model_name_or_path = self.config.name
+            self.model.get_base_model().config.name_or_path = self.config.name  # peft's README.md
             self.model.save_pretrained(directory)
         else:
             torch.save(self.model.state_dict(), directory / "model.pt")

@@ -1,0 +1,320 @@
+"""Any policy on a front, by reference: found in MLflow (`find_policy`), then loaded ready to
+generate (`load_policy`), exported (`moalign.export`) or registered (`moalign.mlflow_model`).
+
+A reference is one of
+
+- an MLflow run id: a trained run, a run reused by another search, a soup, or the base model;
+- ``EXPERIMENT/SEARCH@W1,W2[:sSEED]``: the policy at reward weights ``W1,W2`` (one per objective,
+  in the search's order, matched to 4 decimals) on the front of the search whose parent run is
+  named SEARCH in EXPERIMENT (the latest such search); ``EXPERIMENT/SEARCH@base`` is its base
+  model. With several training seeds ``:sSEED`` picks one run, default the search's first seed;
+- a local adapter folder (e.g. ``moalign_runs/<run id>/adapter``): its adapter_config.json names
+  the base model (a hub id, a local path or ``smollm2-135m-instruct``), resolved on this machine.
+
+Each is rebuilt from what MLflow records: a trained run from its adapter (the run's local folder if
+it is still there, else the logged ``adapter`` artifact), a reused run from the run it copied, a
+soup from its endpoints' adapters mixed by `AdapterSoup` (peft ``cat``), the base model as it is.
+"""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from moalign.errors import MoalignError
+from moalign.rl.config import ModelConfig, TrainConfig
+
+REF_FORMS = "an MLflow run id, EXPERIMENT/SEARCH@W1,W2[:sSEED], EXPERIMENT/SEARCH@base, or an adapter folder"
+_SEARCH_REF = re.compile(r"(?P<experiment>.+)/(?P<search>[^/@]+)@(?P<policy>[^:@]+)(?::s(?P<seed>\d+))?")
+_KEY = re.compile(r"(?P<role>train|soup):(?P<weights>[^:]+):s(?P<seed>-?\d+)")  # children.child_key
+TOLERANCE = 5e-5 + 1e-12  # keys hold weights to 4 decimals
+
+
+@dataclass
+class PolicyRecord:
+    """What a policy is, read from MLflow (or an adapter folder) without loading any weights."""
+
+    role: str  # trained | soup | base
+    model: ModelConfig
+    run_id: str | None = None  # the policy's own run; None for a bare adapter folder
+    # the training config: a soup's is its first endpoint's, the base model's its search's
+    config: TrainConfig | None = None
+    weights: list[float] | None = None  # reward weights (trained) or mixing weights (soup)
+    # where the weights live, one per adapter: a training run's id, or a local folder
+    sources: list[str | Path] = field(default_factory=list)
+    tracking_uri: str | None = None
+
+
+@contextmanager
+def guard(uri: str, what: str):
+    """MLflow failures as one line (see moalign.tracking.describe_failure)."""
+    from moalign.tracking import describe_failure
+
+    try:
+        yield
+    except MoalignError:
+        raise
+    except Exception as exc:
+        described = describe_failure(uri, what, exc)
+        if described is None:
+            raise
+        raise MoalignError(described[0]) from None
+
+
+def find_policy(ref: str, tracking_uri: str | None = None) -> PolicyRecord:
+    """The policy `ref` names (see the module docstring for the forms it takes)."""
+    ref = str(ref).strip()
+    folder = Path(ref).expanduser()
+    if (folder / "adapter_config.json").is_file():
+        return _folder_record(folder)
+    if folder.is_dir():
+        raise MoalignError(f"{ref}: not an adapter folder (no adapter_config.json)")
+    match = _SEARCH_REF.fullmatch(ref)
+    if ("@" in ref or "/" in ref or not ref) and not match:
+        raise MoalignError(f"policy {ref!r}: expected {REF_FORMS}")
+    from moalign.tracking import MlflowTracker
+
+    tracker = MlflowTracker(None, tracking_uri)
+    run_id = _search_policy(tracker, **match.groupdict()) if match else ref
+    return _run_record(tracker, tracker.get_run(run_id))
+
+
+def _folder_record(folder: Path) -> PolicyRecord:
+    try:
+        name = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError) as exc:
+        raise MoalignError(f"{folder / 'adapter_config.json'}: unreadable ({exc})".splitlines()[0]) from None
+    if not name:
+        raise MoalignError(f"{folder / 'adapter_config.json'}: no base_model_name_or_path")
+    return PolicyRecord("trained", ModelConfig(name=name), sources=[folder])
+
+
+def _run_record(tracker, run) -> PolicyRecord:
+    tags, run_id = run.data.tags, run.info.run_id
+    tracker.experiment_id = run.info.experiment_id  # find_runs searches this run's experiment
+    if tags.get("moalign.kind") == "search":
+        with guard(tracker.uri, f"read the experiment of run {run_id}"):
+            experiment = tracker.client.get_experiment(run.info.experiment_id).name
+        raise MoalignError(f"run {run_id} is the search {run.info.run_name!r}, not a policy: name one of "
+                           f"its policies, e.g. {experiment}/{run.info.run_name}@base")
+    role = tags.get("moalign.role") or ("trained" if tags.get("moalign.kind") == "train" else None)
+    if role == "trained":
+        origin = _origin(tracker, run)
+        config = _config(tracker, origin)
+        return PolicyRecord("trained", config.model, run_id, config, config.reward.weights,
+                            [origin.info.run_id], tracker.uri)
+    if role == "soup":
+        weights = _mix_weights(run)
+        endpoints = [_origin(tracker, tracker.get_run(i)) for i in _endpoint_ids(tracker, run, len(weights))]
+        config = _config(tracker, endpoints[0])
+        return PolicyRecord("soup", config.model, run_id, config, weights, [e.info.run_id for e in endpoints], tracker.uri)
+    if role == "base":
+        config = _search_config(tracker, run)
+        return PolicyRecord("base", config.model, run_id, config, tracking_uri=tracker.uri)
+    raise MoalignError(f"run {run_id} is not a policy made by moalign train or search (no moalign.role tag)")
+
+
+def _origin(tracker, run):
+    """The run that trained this one's weights: a reused run points to it with `moalign.reused_from`."""
+    seen = {run.info.run_id}
+    while (source := run.data.tags.get("moalign.reused_from")) and source not in seen:
+        seen.add(source)
+        run = tracker.get_run(source)
+    return run
+
+
+def _config(tracker, run) -> TrainConfig:
+    from moalign.config import from_dict, parse_yaml
+
+    text = tracker.read_text(run.info.run_id, "config.yaml")
+    if text is None:
+        raise MoalignError(f"run {run.info.run_id} has no config.yaml (was it made by moalign train?)")
+    try:
+        return from_dict(TrainConfig, parse_yaml(text))
+    except Exception as exc:  # a YAML or config error: either way the record is unusable
+        raise MoalignError(f"run {run.info.run_id}: its config.yaml: {exc}".splitlines()[0]) from None
+
+
+def _mix_weights(run) -> list[float]:
+    try:
+        return [float(w) for w in json.loads(run.data.params["reward.weights"])]
+    except (KeyError, ValueError, TypeError):
+        raise MoalignError(f"soup run {run.info.run_id} has no param reward.weights (its mixing weights)") from None
+
+
+def _children(tracker, parent) -> dict[str, str]:
+    """Child key -> run id of a search's finished policies; runs reused from another search are
+    either children of their own (tag `moalign.reused_from`) or listed in the parent's `moalign.reused`."""
+    found = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'FINISHED'")
+    keys = {r.data.tags["moalign.key"]: r.info.run_id for r in found if "moalign.key" in r.data.tags}
+    try:
+        reused = json.loads(parent.data.tags.get("moalign.reused") or "{}")
+    except ValueError:
+        raise MoalignError(f"search run {parent.info.run_id}: tag moalign.reused is not JSON") from None
+    return {**reused, **keys}
+
+
+def _endpoint_ids(tracker, soup, m: int) -> list[str]:
+    tagged = soup.data.tags.get("moalign.endpoints")
+    if tagged:
+        return json.loads(tagged)
+    # recorded before soups named their endpoints: the search's trained runs at the one-hot weights
+    from moalign.pareto.children import child_key
+
+    parent = tracker.get_run(soup.data.tags["mlflow.parentRunId"])
+    children, seed = _children(tracker, parent), soup.data.tags.get("moalign.seed", "0")
+    keys = [child_key("trained", [float(i == j) for j in range(m)], seed) for i in range(m)]
+    missing = [k for k in keys if k not in children]
+    if missing:
+        raise MoalignError(f"soup run {soup.info.run_id}: its search has no finished endpoint run {missing[0]}")
+    return [children[k] for k in keys]
+
+
+def _search_config(tracker, base) -> TrainConfig:
+    """The base model's settings: those of a training run of its search (every search has one)."""
+    parent_id = base.data.tags.get("mlflow.parentRunId")
+    children = _children(tracker, tracker.get_run(parent_id)) if parent_id else {}
+    trained = [run_id for key, run_id in children.items() if key.startswith("train:")]
+    if not trained:
+        raise MoalignError(f"base run {base.info.run_id}: its search has no finished training run to read "
+                           f"the model settings from")
+    return _config(tracker, _origin(tracker, tracker.get_run(trained[0])))
+
+
+def _search_policy(tracker, experiment: str, search: str, policy: str, seed: str | None) -> str:
+    """The run id of `policy` (weights or `base`) on the front of the latest search named `search`."""
+    with guard(tracker.uri, f"read experiment {experiment!r}"):
+        found = tracker.client.get_experiment_by_name(experiment)
+    if found is None:
+        raise MoalignError(f"experiment {experiment!r} not found in {tracker.uri}")
+    tracker.experiment_id = found.experiment_id
+    searches = tracker.find_runs("tags.`moalign.kind` = 'search'")
+    named = [r for r in searches if r.info.run_name == search]
+    if not named:
+        known = ", ".join(sorted({r.info.run_name for r in searches})) or "none"
+        raise MoalignError(f"experiment {experiment!r} has no search named {search!r} (searches: {known})")
+    parent = max(named, key=lambda r: r.info.start_time)
+    children = _children(tracker, parent)
+    where = f"search {experiment}/{search}"
+    if policy == "base":
+        if "base" not in children:
+            raise MoalignError(f"{where} has no finished base-model run")
+        return children["base"]
+    try:
+        wanted = [float(w) for w in policy.split(",")]
+    except ValueError:
+        raise MoalignError(f"policy {policy!r} of {where}: expected comma-separated weights or 'base'") from None
+    runs = {}  # weights -> {seed: run id}
+    for key, run_id in children.items():
+        if m := _KEY.fullmatch(key):
+            runs.setdefault(m["weights"], {})[int(m["seed"])] = run_id
+    at = [w for w in runs if _same(w, wanted)]
+    if not at:
+        raise MoalignError(f"{where} has no policy at weights {policy} (its weights: {'; '.join(sorted(runs))}; or base)")
+    by_seed = runs[at[0]]
+    chosen = int(seed) if seed is not None else _first_seed(parent, by_seed)
+    if chosen not in by_seed:
+        raise MoalignError(f"{where}: policy {at[0]} has no run for seed {chosen} (seeds: {', '.join(map(str, sorted(by_seed)))})")
+    return by_seed[chosen]
+
+
+def _same(key_weights: str, wanted: list[float]) -> bool:
+    have = [float(w) for w in key_weights.split(",")]
+    return len(have) == len(wanted) and all(abs(a - b) <= TOLERANCE for a, b in zip(have, wanted))
+
+
+def _first_seed(parent, by_seed: dict) -> int:
+    try:
+        seeds = [int(s) for s in json.loads(parent.data.params.get("seeds", "[]"))]
+    except (ValueError, TypeError):
+        seeds = []
+    return next((s for s in seeds if s in by_seed), min(by_seed))
+
+
+def weights_dir(source: str | Path, tracker, scratch: Path) -> Path:
+    """A local folder with a training run's adapter (or full weights, `model.pt`): the run's own
+    folder when it is still on this machine, else its logged `adapter` artifact, downloaded into
+    `scratch`."""
+    if isinstance(source, Path):
+        return source
+    run = tracker.get_run(source)
+    checkpoint = run.data.tags.get("moalign.checkpoint_dir")
+    local = Path(checkpoint).parent / "adapter" if checkpoint else None
+    if local is not None and ((local / "adapter_config.json").is_file() or (local / "model.pt").is_file()):
+        return local
+    with guard(tracker.uri, f"read the adapter of run {source}"):
+        if not tracker.client.list_artifacts(source, "adapter"):
+            raise MoalignError(f"run {source} has no adapter: none logged (tracking.log_adapter: false?) "
+                               f"and no folder {local}")
+        scratch.mkdir(parents=True, exist_ok=True)
+        return Path(tracker.client.download_artifacts(source, "adapter", str(scratch)))
+
+
+def build_policy(record: PolicyRecord, device: str | None = None):
+    """(model, tokenizer) for `record`: the adapter (or the soup's mix) merged into the base
+    model's weights, so the model is a plain transformers model, the one `export` saves."""
+    from moalign.models import load_causal_lm, load_tokenizer
+
+    from moalign.tracking import MlflowTracker
+
+    model_cfg = record.model
+    tracker = MlflowTracker(None, record.tracking_uri) if record.run_id else None
+    with tempfile.TemporaryDirectory(prefix="moalign-policy-") as scratch:
+        dirs = [weights_dir(s, tracker, Path(scratch) / str(i)) for i, s in enumerate(record.sources)]
+        if record.role == "soup":
+            model, tokenizer = _mix(model_cfg, dirs, record.weights, device)
+        else:
+            tokenizer = load_tokenizer(model_cfg.name, model_cfg.trust_remote_code)
+            model = load_causal_lm(model_cfg.name, model_cfg.dtype, device, model_cfg.trust_remote_code)
+            if dirs:
+                model = _apply(model, model_cfg, dirs[0])
+    tokenizer.padding_side = "left"  # generation continues from the right edge of every row
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer
+
+
+def _apply(model, model_cfg: ModelConfig, directory: Path):
+    if model_cfg.lora:
+        from peft import PeftModel
+
+        from moalign.rl.policy import peft_wrapping
+
+        with peft_wrapping():
+            return PeftModel.from_pretrained(model, str(directory)).merge_and_unload()
+    import torch
+
+    model.load_state_dict(torch.load(directory / "model.pt", map_location=model.device, weights_only=True))
+    return model
+
+
+def _mix(model_cfg: ModelConfig, dirs: list[Path], weights: list[float], device: str | None):
+    from moalign.pareto.soups import AdapterSoup
+
+    soup = AdapterSoup(model_cfg, dirs, device)
+    with soup.mixed(weights) as mixed:
+        if model_cfg.lora:
+            # merged inside the context: the mix is an adapter that leaving the context deletes
+            return mixed.merge_and_unload(), soup.tokenizer
+        state = {k: v.clone() for k, v in mixed.state_dict().items()}  # leaving restores the base weights
+    soup.model.load_state_dict(state)
+    return soup.model, soup.tokenizer
+
+
+def load_policy(ref: str, tracking_uri: str | None = None, device: str | None = None):
+    """(model, tokenizer) of any policy on a front, ready to generate: the model in eval mode with
+    its adapter (or a soup's mix of its endpoints) merged into plain transformers weights, the
+    tokenizer padding on the left with a pad token set.
+
+    `ref`: an MLflow run id, ``EXPERIMENT/SEARCH@W1,W2[:sSEED]`` (the policy at those reward
+    weights on that search's front; with several seeds, default the search's first seed),
+    ``EXPERIMENT/SEARCH@base``, or an adapter folder. `tracking_uri`: default
+    ``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``.
+
+    >>> model, tokenizer = load_policy("quickstart/soups@0.5,0.5")  # doctest: +SKIP
+    >>> batch = tokenizer(["Summarize: ..."], return_tensors="pt", padding=True)  # doctest: +SKIP
+    >>> tokenizer.batch_decode(model.generate(**batch, max_new_tokens=40))  # doctest: +SKIP
+    """
+    return build_policy(find_policy(ref, tracking_uri), device)
