@@ -1,7 +1,8 @@
 """moalign: multi-objective alignment of language models.
 
 Score samples with objectives (`score`), fine-tune under a scalarized reward (`train`), search
-the Pareto front over reward weights (`search`). Heavy parts import lazily.
+the Pareto front over reward weights (`search`), load any policy on a front (`load_policy`).
+Heavy parts import lazily.
 """
 from moalign.errors import ConfigError, MoalignError
 from moalign.objective import MAXIMIZE, MINIMIZE, Batch, Objective
@@ -25,7 +26,15 @@ def search(config):
     return run_search(config)
 
 
+def load_policy(ref: str, tracking_uri: str | None = None, device: str | None = None):
+    """(model, tokenizer) of any policy on a front, ready to generate; see `moalign.policies.load_policy`."""
+    from moalign.policies import load_policy as _load_policy
+
+    return _load_policy(ref, tracking_uri=tracking_uri, device=device)
+
+
 __all__ = [
     "Batch", "ConfigError", "MAXIMIZE", "MINIMIZE", "MoalignError", "Objective", "build_objectives",
-    "get_objective", "get_objective_names", "register_objective", "score", "search", "summarize", "train",
+    "get_objective", "get_objective_names", "load_policy", "register_objective", "score", "search", "summarize",
+    "train",
 ]

@@ -80,6 +80,30 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    from moalign.generation import generate_file
+
+    n = generate_file(args.run, args.data, args.out, args.set, args.seed, args.tracking_uri, progress=not args.quiet)
+    print(f"wrote {n} rows to {args.out}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from moalign.export import export_policy
+
+    print(f"wrote {export_policy(args.run, args.out, args.tracking_uri)}")
+    return 0
+
+
+def _cmd_register(args) -> int:
+    from moalign.mlflow_model import register_policy
+
+    version = register_policy(args.run, args.name, args.alias, args.tracking_uri)
+    print(f"registered {args.name} version {version.version}: models:/{args.name}/{version.version}"
+          + (f", models:/{args.name}@{args.alias}" if args.alias else ""))
+    return 0
+
+
 def _cmd_ui(args) -> int:
     from moalign.tracking import launch_ui
 
@@ -119,6 +143,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="moalign-report")
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     p.set_defaults(func=_cmd_report)
+
+    policy = "MLflow run id, EXPERIMENT/SEARCH@W1,W2[:sSEED] (or @base), or an adapter folder"
+    uri_help = "default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+    p = sub.add_parser("generate", help="completions of a policy on a front for a file of prompts")
+    p.add_argument("--run", required=True, metavar="REF", help=policy)
+    p.add_argument("--data", required=True, help="JSONL or CSV with a prompt field")
+    p.add_argument("--out", required=True, help="JSON lines: the input fields, generation, completion")
+    p.add_argument("--set", action="append", default=[], metavar="sampling.KEY=VALUE",
+                   help="override the run's held-out sampling (eval_temperature, eval_num_generations, "
+                        "max_new_tokens, top_k, top_p)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (when eval_temperature > 0)")
+    p.add_argument("--tracking-uri", help=uri_help)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("export", help="a policy as a merged Hugging Face checkpoint with a model card")
+    p.add_argument("--run", required=True, metavar="REF", help=policy)
+    p.add_argument("--out", required=True, help="a new (or empty) folder")
+    p.add_argument("--tracking-uri", help=uri_help)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("register", help="log a policy as an MLflow model and register it in the Model Registry")
+    p.add_argument("--run", required=True, metavar="REF", help=policy)
+    p.add_argument("--name", required=True, help="registered model name")
+    p.add_argument("--alias", help="alias to point at the new version, e.g. champion")
+    p.add_argument("--tracking-uri", help=uri_help)
+    p.set_defaults(func=_cmd_register)
 
     p = sub.add_parser("ui", help="start the MLflow UI on the project's store")
     p.add_argument("--host", default="127.0.0.1")

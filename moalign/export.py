@@ -1,0 +1,158 @@
+"""A policy as a plain Hugging Face checkpoint (`moalign export`): the adapter, or a soup's mix of
+its endpoints, merged into the base model's weights, so that `AutoModelForCausalLM.from_pretrained`
+loads it with neither peft nor moalign installed; plus its tokenizer and a model card that says
+what the policy was trained for and how it scored.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from moalign.errors import MoalignError
+from moalign.models import BUNDLED
+from moalign.policies import PolicyRecord, build_policy, find_policy
+
+# the bundled GGUF's own model on the hub: what a model card's `base_model` can link to
+BUNDLED_SOURCE = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SAMPLES = "eval_samples.json"
+
+
+def eval_samples(record: PolicyRecord) -> pd.DataFrame | None:
+    """The policy's held-out samples with their scores (its run's `eval_samples.json`), if it has a run."""
+    from moalign.tracking import MlflowTracker
+
+    if record.run_id is None:
+        return None
+    return MlflowTracker(None, record.tracking_uri).read_table(record.run_id, SAMPLES)
+
+
+def reward_objectives(record: PolicyRecord, samples: pd.DataFrame | None) -> list[str]:
+    """The reward's objectives in the order its weights follow. A run's config.yaml is stored with
+    sorted keys (MLflow's `log_dict`), which loses that order; the evaluation samples keep it
+    (the reward's objectives are their first score columns)."""
+    names = list(record.config.reward.objectives)
+    scored = [c for c in (samples.columns if samples is not None else ()) if c in names]
+    return scored if sorted(scored) == sorted(names) else names
+
+
+def evaluation(record: PolicyRecord, samples: pd.DataFrame | None) -> pd.DataFrame | None:
+    """One row an objective the policy was scored with: direction, mean, std, 95% interval
+    clipped to the objective's bounds, n (see `moalign.scoring.summarize`)."""
+    from moalign.registry import build_objectives
+    from moalign.scoring import summarize
+
+    if samples is None or record.config is None:
+        return None
+    spec = {**record.config.reward.objectives, **record.config.eval_objectives}
+    objectives = build_objectives({c: spec[c] for c in samples.columns if c in spec})
+    table = summarize(samples[list(objectives)].astype(float), objectives)
+    table.insert(0, "direction", [objectives[c].direction for c in table.index])
+    return table
+
+
+def _base_name(name: str) -> str:
+    return f"`{name}` (moalign's bundled Q4_1 GGUF of {BUNDLED_SOURCE}, dequantised)" if name == BUNDLED else f"`{name}`"
+
+
+def _policy_line(record: PolicyRecord) -> str:
+    weights = ", ".join(f"{w:g}" for w in record.weights or [])
+    if record.role == "soup":
+        endpoints = ", ".join(f"`{s}`" for s in record.sources)
+        return f"rewarded soup: the endpoint runs {endpoints} (one per objective) mixed with weights {weights}"
+    if record.role == "base":
+        return "the base model, not fine-tuned (the search's reference)"
+    return "fine-tuned with RL (LoRA adapter merged)" if record.model.lora else "fine-tuned with RL (all weights)"
+
+
+def _training_rows(record: PolicyRecord, names: list[str]) -> list[tuple[str, str]]:
+    cfg = record.config
+    if record.role == "base":
+        return [("objectives", ", ".join(names))]
+    weights = record.weights if record.weights is not None else [1.0 / len(names)] * len(names)
+    reward = ", ".join(f"{n} {w:g}" for n, w in zip(names, weights))
+    if record.role == "soup":
+        reward += " (mixing weights; each endpoint trained on its objective alone)"
+    algo, optim = cfg.algorithm, cfg.optim
+    kl = f"KL {algo.kl_coef:g} ({algo.kl_estimator}, {'in the reward' if algo.kl_in_reward else 'in the loss'})"
+    lora = f", LoRA r={cfg.model.lora_r} alpha={cfg.model.lora_alpha:g}" if cfg.model.lora else ", full fine-tuning"
+    held_out = f"`{cfg.data.eval}`" if cfg.data.eval else f"{cfg.data.eval_fraction:g} of it, split seed {cfg.data.split_seed}"
+    return [
+        ("reward weights", reward),
+        ("scalarizer", f"{cfg.reward.scalarizer}, {cfg.reward.normalization} normalization"),
+        ("constraints", ", ".join(cfg.reward.constraints) or "none"),
+        ("algorithm", f"{algo.name}, {kl}"),
+        ("steps", f"{optim.steps}{' per endpoint' if record.role == 'soup' else ''}, lr {optim.lr:g}, "
+                  f"{cfg.sampling.prompts_per_step} prompts x {cfg.sampling.num_generations} samples a step{lora}"),
+        ("training data", f"`{cfg.data.train}` (held out for evaluation: {held_out})"),
+        ("seed", str(cfg.seed)),
+    ]
+
+
+def model_card(record: PolicyRecord, samples: pd.DataFrame | None = None) -> str:
+    """README.md with Hugging Face model-card metadata: what the policy is, what it was trained
+    for, how it scored on the held-out prompts (`samples`: see `eval_samples`)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    scores = evaluation(record, samples)
+    name = record.model.name
+    tags = ["moalign", "multi-objective", "pareto-front", {"soup": "rewarded-soups", "base": "base-model"}.get(record.role, "rl")]
+    if record.config is not None and record.role != "base":
+        tags.append(record.config.algorithm.name)
+    data = ModelCardData(base_model=BUNDLED_SOURCE if name == BUNDLED else name, library_name="transformers",
+                         pipeline_tag="text-generation", tags=tags)
+    rows = [("base model", _base_name(name)), ("policy", _policy_line(record))]
+    if record.run_id:
+        rows.append(("MLflow run", f"`{record.run_id}`"))
+    if record.config is not None:
+        rows += _training_rows(record, reward_objectives(record, samples))
+    lines = [f"# moalign policy: {record.role}" + (f" {', '.join(f'{w:g}' for w in record.weights)}" if record.weights else ""),
+             "", "A policy from a moalign multi-objective search, as a plain transformers checkpoint "
+             "(any adapter is merged into the weights).", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    if scores is not None:
+        s = record.config.sampling
+        how = "greedy" if s.eval_temperature == 0 else f"temperature {s.eval_temperature:g}"
+        lines += ["", "## Evaluation", "",
+                  f"On {int(scores['n'].max())} held-out samples ({s.eval_num_generations} a prompt, {how}, up to "
+                  f"{s.max_new_tokens} new tokens): mean and 95% Student-t interval, clipped to each objective's bounds.",
+                  "", "| objective | direction | mean | 95% interval | n |", "|---|---|---:|---|---:|"]
+        lines += [f"| {o} | {r['direction']} | {r['mean']:.4g} | [{r['ci95_low']:.4g}, {r['ci95_high']:.4g}] | {int(r['n'])} |"
+                  for o, r in scores.iterrows()]
+    lines += ["", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+              'model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")',
+              'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")  # pads on the left', "```", ""]
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def export_policy(ref: str, out: str | Path, tracking_uri: str | None = None, device: str | None = None) -> Path:
+    """Write policy `ref` (see `moalign.load_policy`) to the new folder `out`: merged weights,
+    tokenizer, README.md. Written beside `out` under a temporary name and renamed when whole;
+    an existing non-empty `out` is refused."""
+    from moalign.data import check_writable
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise MoalignError(f"{out}: exists and is not an empty folder; export into a new one")
+    check_writable(out, directory=True)
+    record = find_policy(ref, tracking_uri)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_checkpoint(record, tmp, device)
+        os.replace(tmp, out)  # replaces an empty folder too
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def save_checkpoint(record: PolicyRecord, directory: Path, device: str | None = None) -> None:
+    """Merged weights, tokenizer and model card of `record` into `directory`."""
+    card = model_card(record, eval_samples(record))  # MLflow first: a failure there loads no model
+    model, tokenizer = build_policy(record, device)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (Path(directory) / "README.md").write_text(card, encoding="utf-8")
