@@ -5,6 +5,7 @@ what the policy was trained for and how it scored.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -155,4 +156,9 @@ def save_checkpoint(record: PolicyRecord, directory: Path, device: str | None = 
     model, tokenizer = build_policy(record, device)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    # transformers saves the padding side only when it was given at load time: recorded here, so
+    # that batched generation with the plain tokenizer continues each prompt from its last token
+    settings = Path(directory) / "tokenizer_config.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text(encoding="utf-8")), "padding_side": "left"}, indent=2),
+                        encoding="utf-8")
     (Path(directory) / "README.md").write_text(card, encoding="utf-8")

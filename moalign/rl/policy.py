@@ -73,13 +73,24 @@ class Policy:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.config.lora:
-            # The base model by the name it was given (hub id, local path, or the bundled model's
-            # name), never the cache folder it was loaded from: that folder is this machine's, and
-            # `moalign.load_policy` resolves the name again wherever the adapter is loaded.
-            for adapter in self.model.peft_config.values():
-                adapter.base_model_name_or_path = self.config.name
-            self.model.get_base_model().config.name_or_path = self.config.name  # peft's README.md
             self.model.save_pretrained(directory)
+            # The base model by the name it was given (hub id, local path, or the bundled model's
+            # name), not the cache folder it was loaded from, which is this machine's:
+            # `moalign.load_policy` resolves the name wherever the adapter is loaded. Renamed after
+            # saving, since peft looks the recorded name up (on the hub, if it is no folder).
+            from huggingface_hub import ModelCard
+            from peft import PeftConfig
+
+            adapter = PeftConfig.from_pretrained(directory)
+            loaded_from, name = adapter.base_model_name_or_path, self.config.name
+            if loaded_from != name:
+                adapter.base_model_name_or_path = name
+                adapter.save_pretrained(directory)
+                card = ModelCard.load(directory / "README.md")
+                card.data.base_model = name
+                card.data.tags = [f"base_model:adapter:{name}" if t == f"base_model:adapter:{loaded_from}" else t
+                                  for t in card.data.tags or []]
+                card.save(directory / "README.md")
         else:
             torch.save(self.model.state_dict(), directory / "model.pt")
 

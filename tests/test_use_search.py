@@ -1,0 +1,110 @@
+"""Policy references: every policy on a search's front is found by run id or by
+EXPERIMENT/SEARCH@weights[:sSEED], in the way searches record their children today and in the
+layout where soups name their endpoints and reused runs stay with the search that trained them.
+
+`finished_searches` (shared by the tests/test_use_*.py modules) runs one small soups search and a
+grid that reuses one of its endpoints, once per test session.
+"""
+import json
+import shutil
+from types import SimpleNamespace
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import moalign
+from moalign.errors import MoalignError
+from moalign.pareto.config import SearchConfig
+from moalign.policies import find_policy
+from moalign.rl.config import OptimConfig, RewardConfig, TrackingConfig
+
+from rl_helpers import tiny_config, write_prompts
+
+OBJECTIVES = {"good": {"type": "word_share", "word": "good"}, "bad": {"type": "word_share", "word": "bad"}}
+_BUILT = {}
+
+
+def finished_searches(tmp_path_factory, tiny_llama) -> SimpleNamespace:
+    """Experiment `use`: the search `soups` (endpoints 1,0 and 0,1, soup 0.5,0.5, base) and the
+    search `grid` at 1,0 only, which reuses the soups' endpoint instead of training it again."""
+    if "searches" not in _BUILT:
+        tmp = tmp_path_factory.mktemp("use_front")
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        data = write_prompts(tmp / "prompts.jsonl")
+        train = tiny_config(tiny_llama, data, tmp, optim=OptimConfig(steps=2, lr=2e-2), checkpoint_every=2,
+                            reward=RewardConfig(objectives=OBJECTIVES),
+                            tracking=TrackingConfig(enabled=True, experiment="use", tracking_uri=uri, samples_every=0))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(tmp)  # nothing lands in the working tree
+            soups = moalign.search(SearchConfig(train=train, strategy="soups", name="soups",
+                                                weights={"method": "das-dennis", "n_partitions": 2}))
+            grid = moalign.search(SearchConfig(train=train, strategy="grid", name="grid", weights=[[1, 0]],
+                                               evaluate_base=False))
+        keys = dict(zip(soups.runs["key"], soups.runs["run_id"]))
+        _BUILT["searches"] = SimpleNamespace(tmp=tmp, uri=uri, data=data, model=tiny_llama, soups=soups, grid=grid,
+                                             trained=keys["train:1.0000,0.0000:s0"], other=keys["train:0.0000,1.0000:s0"],
+                                             soup=keys["soup:0.5000,0.5000:s0"], base=keys["base"],
+                                             reused=grid.runs["run_id"].iloc[0])
+    return _BUILT["searches"]
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory, tiny_llama):
+    return finished_searches(tmp_path_factory, tiny_llama)
+
+
+def test_search_refs_name_every_policy_on_the_front(front):
+    def found(ref):
+        return find_policy(ref, front.uri)
+
+    soup = found("use/soups@0.5,0.5")
+    assert (soup.role, soup.run_id, soup.weights) == ("soup", front.soup, [0.5, 0.5])
+    assert soup.sources == [front.trained, front.other]  # endpoints in objective order
+    assert found("use/soups@1,0").run_id == found("use/soups@1.0000,0.0000:s0").run_id == front.trained
+    assert (found("use/soups@base").role, found("use/soups@base").run_id) == ("base", front.base)
+    assert found("use/soups@base").model.name == front.model  # read from the search's training runs
+    # a reused run is its own policy on its own front, its weights those of the run it copied
+    reused = found("use/grid@1,0")
+    assert (reused.run_id, reused.sources) == (front.reused, [front.trained])
+    assert found(front.reused).sources == [front.trained]
+    assert found(front.soup).run_id == front.soup and found(front.base).role == "base"
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("use/soups@0.3,0.7", "search use/soups has no policy at weights 0.3,0.7 (its weights: 0.0000,1.0000; "
+                          "0.5000,0.5000; 1.0000,0.0000; or base)"),
+    ("use/soups@1,0,0", "no policy at weights 1,0,0"),
+    ("use/soups@1,0:s3", "policy 1.0000,0.0000 has no run for seed 3 (seeds: 0)"),
+    ("use/soups@good", "policy 'good' of search use/soups: expected comma-separated weights or 'base'"),
+    ("use/other@1,0", "experiment 'use' has no search named 'other' (searches: grid, soups)"),
+    ("nope/soups@1,0", "experiment 'nope' not found"),
+    ("use/soups", "expected an MLflow run id, EXPERIMENT/SEARCH@W1,W2[:sSEED]"),
+    ("0123456789abcdef0123456789abcdef", "read run 0123456789abcdef0123456789abcdef failed"),
+])
+def test_bad_refs_are_one_line_naming_what_is_wrong(front, ref, message):
+    with pytest.raises(MoalignError) as info:
+        find_policy(ref, front.uri)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_search_run_is_not_a_policy(front):
+    with pytest.raises(MoalignError, match=r"is the search 'soups', not a policy: .* e.g. use/soups@base"):
+        find_policy(front.soups.parent_run_id, front.uri)
+
+
+def test_refs_read_soups_that_name_their_endpoints_and_reuse_recorded_on_the_parent(front, tmp_path):
+    """The layout where a soup tags its endpoints (`moalign.endpoints`) and a reused run is not a
+    second child but listed on its search's parent (`moalign.reused`): same policies."""
+    shutil.copy(front.tmp / "mlflow.db", tmp_path / "mlflow.db")  # the artifacts stay where they are
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.set_tag(front.soup, "moalign.endpoints", json.dumps([front.trained, front.other]))
+    for run_id in (front.trained, front.other):  # no sibling left to find the endpoints by
+        client.set_tag(run_id, "mlflow.parentRunId", "elsewhere")
+    client.delete_run(front.reused)
+    client.set_tag(front.grid.parent_run_id, "moalign.reused", json.dumps({"train:1.0000,0.0000:s0": front.trained}))
+
+    soup = find_policy("use/soups@0.5,0.5", uri)
+    assert (soup.run_id, soup.sources) == (front.soup, [front.trained, front.other])
+    reused = find_policy("use/grid@1,0", uri)
+    assert (reused.run_id, reused.sources) == (front.trained, [front.trained])
