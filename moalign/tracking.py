@@ -11,6 +11,13 @@ timeout: a refused connection is reported in about 3 s, a server that accepts bu
 in about 35 s (3 x 10 s + backoff). The tracker probes the store when it is created, so a wrong
 URI fails before any model loads; a server that goes away later fails the next call within the
 same bound, and every later call at once.
+
+The MLflow 3 UI opens an experiment on its GenAI traces overview unless its "Model training"
+view is chosen: MLflow 3.17 takes that from the page's `workflowType` query parameter, else from
+the browser's saved choice (`mlflow.workflowType` in local storage, GenAI when unset); earlier 3.x
+releases read the experiment tag `mlflow.experimentKind`. moalign tags the experiments it creates
+and prints links that carry `workflowType=machine_learning` (`experiment_url`), so either way an
+experiment opens on its training runs.
 """
 from __future__ import annotations
 
@@ -18,9 +25,12 @@ import hashlib
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +41,8 @@ import pandas as pd
 from moalign.errors import MoalignError
 
 PARAM_LIMIT = 6000  # MLflow's maximum length of a param value
+# what an experiment is for, as the MLflow UI's "Machine learning" kind (see the module docstring)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
@@ -243,7 +255,7 @@ class MlflowTracker(NullTracker):
         found = self.client.get_experiment_by_name(name)
         if found is None:
             try:
-                return self.client.create_experiment(name)
+                return self.client.create_experiment(name, tags=EXPERIMENT_TAGS)
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -326,20 +338,45 @@ class MlflowTracker(NullTracker):
         with self._guard(f"mark run {run_id} {status}"):
             self.client.set_terminated(run_id, status)
 
-    def find_runs(self, filter_string: str) -> list:
+    def find_runs(self, filter_string: str, order_by: list[str] | None = None) -> list:
         """Runs of this experiment matching an MLflow filter, e.g. "tags.`moalign.kind` = 'search'"."""
         with self._guard("search runs"):
-            return self.client.search_runs([self.experiment_id], filter_string, max_results=10_000)
+            return self.client.search_runs([self.experiment_id], filter_string, order_by=order_by, max_results=10_000)
 
     def get_run(self, run_id):
         with self._guard(f"read run {run_id}"):
             return self.client.get_run(run_id)
 
+    def find_run(self, run_id):
+        """The run, or None when the store has no run `run_id`."""
+        from mlflow.exceptions import MlflowException
+
+        with self._guard(f"read run {run_id}"):
+            try:
+                return self.client.get_run(run_id)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                return None
+
+    def find_experiment(self, name: str):
+        """The experiment called `name` (None if there is none), without creating it."""
+        with self._guard(f"read experiment {name!r}"):
+            return self.client.get_experiment_by_name(name)
+
+    def experiments(self) -> list:
+        """The store's active experiments."""
+        with self._guard("list experiments"):
+            return self.client.search_experiments()
+
+    def metric_history(self, run_id, key) -> dict[int, float]:
+        """{step: value} of metric `key` in the run (empty if it was never logged)."""
+        with self._guard(f"read metric {key!r} of run {run_id}"):
+            return {int(m.step): m.value for m in self.client.get_metric_history(run_id, key)}
+
     def last_step(self, run_id, key) -> int | None:
         """The largest step logged for metric `key` in the run, None if none was logged."""
-        with self._guard(f"read metric {key!r} of run {run_id}"):
-            history = self.client.get_metric_history(run_id, key)
-        return max((int(m.step) for m in history), default=None)
+        return max(self.metric_history(run_id, key), default=None)
 
     def read_text(self, run_id, artifact_file) -> str | None:
         """An artifact's text, None if the run has no such artifact."""
@@ -354,12 +391,74 @@ def make_tracker(enabled: bool, experiment: str, tracking_uri: str | None):
     return MlflowTracker(experiment, tracking_uri) if enabled else NullTracker()
 
 
-def launch_ui(host: str = "127.0.0.1", port: int = 5000, tracking_uri: str | None = None) -> int:
-    """`mlflow ui` on the project's store (blocks until interrupted)."""
-    uri = resolve_tracking_uri(tracking_uri)
-    print(f"MLflow UI on http://{host}:{port} (store: {uri}); Ctrl-C to stop")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+def experiment_url(ui: str, experiment_id: str) -> str:
+    """The experiment's training runs in the MLflow UI at `ui` (see the module docstring)."""
+    return f"{ui}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def _check_port(host: str, port: int) -> None:
+    """One line now, rather than a server that dies later with a traceback about the address."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise MoalignError(f"cannot serve the MLflow UI on {host}:{port} ({exc.strerror}): pick another --port") from None
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop `proc` and everything it started (its process group): SIGTERM, then SIGKILL for what
+    is left after `grace` seconds. A Ctrl-C meanwhile does not cut this short."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
     try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+        _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader: a zombie would keep the group "alive"
+            if not _group_alive(proc.pid):
+                break
+            time.sleep(0.1)
+        else:
+            _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _main_thread() -> bool:  # signal handlers can only be changed there
+    return threading.current_thread() is threading.main_thread()
+
+
+def launch_ui(host: str = "127.0.0.1", port: int = 5000, tracking_uri: str | None = None) -> int:
+    """`mlflow ui` on the project's store; blocks until the server stops or Ctrl-C/SIGTERM.
+
+    The server and its workers run in a process group of their own, which is stopped whatever
+    ends the wait: a signal (raised here as KeyboardInterrupt) or a failure."""
+    tracker = MlflowTracker(None, tracking_uri)  # a wrong URI fails here, in one line
+    _check_port(host, port)
+    ui = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    print(f"MLflow UI on {ui} (store: {tracker.uri}); Ctrl-C to stop")
+    for experiment in tracker.experiments():
+        if experiment.name != "Default":
+            print(f"  {experiment.name}: {experiment_url(ui, experiment.experiment_id)}")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracker.uri, "--host", host, "--port", str(port)]
+    proc = subprocess.Popen(cmd, start_new_session=True)  # its own group, and no terminal's Ctrl-C of its own
+    try:
+        return proc.wait()
+    finally:
+        stop_group(proc)

@@ -15,11 +15,13 @@ import pandas as pd
 from moalign.data import atomic_path
 from moalign.pareto.front import expected_utility, reference_point
 from moalign.pareto.weights import weight_vectors
-from reports import plots
-from reports.collect import Search, load_searches, policy_label
+from reports import interactive, plots
+from reports.collect import Search, load_searches
+from reports.labels import interval, policy_label
 
 N_SAMPLE_PROMPTS = 3
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+.moalign-run{font-size:13px;color:#444}.moalign-run input{font-family:monospace}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}td.text{text-align:left;max-width:380px;vertical-align:top}img{max-width:100%}
 h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:2em}.note{color:#666;font-size:13px}"""
@@ -46,17 +48,6 @@ def _common_utilities(searches: list[Search]) -> dict:
     union = np.vstack([s.scores.means(names) for s in searches])
     W = weight_vectors(COMMON_WEIGHTS, names)
     return {s.name: expected_utility(s.scores.means(names), dirs, W, scale=union) for s in searches}
-
-
-def interval(mean: float, low: float, high: float) -> str:
-    """A mean and its interval as text; the mean alone where there is no interval.
-
-    >>> interval(54.31, 52.08, 56.04), interval(0.5, float("nan"), float("nan"))
-    ('54.31 [52.08, 56.04]', '0.5')
-    """
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{mean:.4g}"
-    return f"{mean:.4g} [{low:.4g}, {high:.4g}]"
 
 
 def _evidence(s: Search) -> str:
@@ -162,9 +153,23 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+FRONT_CAPTION_HTML = ("Each panel is a pair of objectives; points are policies' means over seeds, bars their 95% "
+                      "intervals; lines join each search's non-dominated policies on that pair. Hover a point for "
+                      "its weights, scores and a sample completion; click it for its MLflow run id.")
+
+
+def _front_div(searches: list[Search]) -> str:
+    """The interactive fronts: the same figure as each search's `front.html`, all searches overlaid."""
+    first = searches[0]
+    fig = interactive.front_figure({s.name: (s.policies, s.samples) for s in searches}, first.objectives,
+                                   first.directions)
+    return interactive.figure_div(fig)
+
+
 def build_report(experiment: str, out: str | Path, run_ids: list[str] | None = None,
                  tracking_uri: str | None = None) -> list[Path]:
-    """Write `report.html` (images inlined) and `report.md` (+ PNGs) into `out`; returns their paths."""
+    """Write `report.html` (self-contained: interactive fronts, plotly.js and images inlined) and
+    `report.md` (+ PNGs) into `out`; returns their paths."""
     searches = load_searches(experiment, run_ids, tracking_uri)
     common, ref = _common_hypervolumes(searches)
     out = Path(out)
@@ -179,7 +184,7 @@ def build_report(experiment: str, out: str | Path, run_ids: list[str] | None = N
     comparisons = _overlaps(common)
 
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>moalign report: {html.escape(experiment)}</title>"
-         f"<style>{CSS}</style></head><body><h1>moalign report: {html.escape(experiment)}</h1>",
+         f"<style>{CSS}</style>{interactive.plotly_script()}</head><body><h1>moalign report: {html.escape(experiment)}</h1>",
          f"<p class='note'>Generated {stamp} from MLflow. Front objectives: "
          f"{', '.join(f'{o} ({searches[0].directions[o]})' for o in searches[0].objectives)}. "
          f"Common reference point (minimisation space): {np.round(ref, 4).tolist()}.</p>",
@@ -191,9 +196,13 @@ def build_report(experiment: str, out: str | Path, run_ids: list[str] | None = N
         h += ["<h2>Do the searches differ?</h2><ul>", *(f"<li>{html.escape(c)}</li>" for c in comparisons), "</ul>"]
         md += ["## Do the searches differ?", "", *(f"- {c}" for c in comparisons), ""]
     for i, (title, caption, png) in enumerate(figures):
-        data = base64.b64encode(png).decode()
-        h += [f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(caption)}</p>",
-              f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"]
+        if i == 0:  # the fronts: interactive in HTML, the PNG in Markdown
+            h += [f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(FRONT_CAPTION_HTML)}</p>",
+                  _front_div(searches)]
+        else:
+            data = base64.b64encode(png).decode()
+            h += [f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(caption)}</p>",
+                  f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"]
         name = f"figure_{i}.png"
         with atomic_path(out / name) as tmp:
             tmp.write_bytes(png)

@@ -8,10 +8,12 @@ import numpy as np
 import pandas as pd
 
 from moalign.errors import MoalignError
-from moalign.pareto.children import SAMPLES
+from moalign.pareto.children import SAMPLES, reused_runs
 from moalign.pareto.front import reference_point
 from moalign.pareto.uncertainty import PolicyScores
-from moalign.tracking import read_table
+from moalign.tracking import MlflowTracker
+from reports.interactive import policy_samples
+from reports.labels import policy_label
 
 
 @dataclass
@@ -39,13 +41,6 @@ class Search:
         return self.scores.seeds
 
 
-def policy_label(role: str, weights: str) -> str:
-    """'trained', '0.7500,0.2500' -> 'trained w=0.75/0.25' (the key of curves and samples)."""
-    from reports.plots import weights_label
-
-    return role if not weights else f"{role} {weights_label(weights)}"
-
-
 def _bounds(params: dict) -> dict:
     """bounds.<objective> = '[0.0, 1.0]' (the tracker flattens the mapping); searches logged before
     bounds existed have none."""
@@ -57,31 +52,36 @@ def _seed(child) -> int:
     return int(child.data.tags.get("moalign.seed", child.data.params.get("seed", 0)))
 
 
-def load_search(client, parent) -> Search:
+def _children(tracker, parent) -> list[tuple[str, object]]:
+    """(key, run) of each child: its own runs, and those it reused from other searches (a reused
+    run is a child of the search that trained it, listed on this parent by `moalign.reused`)."""
+    own = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = [(r.data.tags.get("moalign.key", r.info.run_id), r) for r in own]
+    children += [(key, tracker.get_run(run_id)) for key, run_id in reused_runs(parent).items()]
+    if not children:
+        raise MoalignError(f"search run {parent.info.run_id} has no child runs")
+    return children
+
+
+def load_search(tracker, parent) -> Search:
     params = parent.data.params
     objectives = json.loads(params["objectives"])
     directions = dict(zip(objectives, json.loads(params["directions"])))
     for key, value in params.items():  # eval_directions is flattened by the tracker: eval_directions.<name>
         if key.startswith("eval_directions."):
             directions.setdefault(key.split(".", 1)[1], value)
-    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-                                  max_results=10_000)
-    if not children:
-        raise MoalignError(f"search run {parent.info.run_id} has no child runs")
     rows, samples = [], {}
-    for child in children:
+    for key, child in _children(tracker, parent):
         tags, metrics = child.data.tags, child.data.metrics
         weights = json.loads(child.data.params["reward.weights"]) if "reward.weights" in child.data.params else None
-        row = {"key": tags.get("moalign.key", child.info.run_id), "role": tags.get("moalign.role", "?"),
+        row = {"key": key, "role": tags.get("moalign.role", "?"),
                "weights": ",".join(f"{w:.4f}" for w in weights) if weights else "", "seed": _seed(child),
                "run_id": child.info.run_id, "status": child.info.status,
-               # a run copied from another search has its learning curves in the original
-               "history_run_id": tags.get("moalign.reused_from", child.info.run_id),
                "train_steps": int(metrics.get("train_steps", 0)),
                "wall_time_s": metrics.get("train_wall_time_s", metrics.get("eval_wall_time_s", 0.0))}
         row.update({k[5:]: v for k, v in metrics.items() if k.startswith("eval/")})
         rows.append(row)
-        samples[row["key"]] = read_table(client, child.info.run_id, SAMPLES)
+        samples[key] = tracker.read_table(child.info.run_id, SAMPLES)
     order = {"base": 0, "trained": 1, "soup": 2}
     runs = pd.DataFrame(rows).sort_values(["role", "weights", "seed"], ascending=[True, False, True],
                                           key=lambda s: s.map(order) if s.name == "role" else s).reset_index(drop=True)
@@ -93,59 +93,50 @@ def load_search(client, parent) -> Search:
     n_bootstrap = int(params.get("n_bootstrap", 1000))
     bounds = _bounds(params)
     policies = scores.estimate(objectives, dirs, ref, bounds, n_bootstrap).table
-    curves, first_samples = {}, {}
-    for _, run in runs.iterrows():
+    curves = {}
+    for _, run in runs[runs["role"] == "trained"].iterrows():
         label = policy_label(run["role"], run["weights"])
-        if run["role"] == "trained":
-            history = {}
-            for key in ["reward/total", "kl"] + [f"rewards/{o}/mean" for o in objectives]:
-                points = client.get_metric_history(run["history_run_id"], key)
-                if points:
-                    history[key] = pd.Series({p.step: p.value for p in points})
-            curves[label if len(scores.seeds) == 1 else f"{label} s{run['seed']}"] = pd.DataFrame(history).sort_index()
-        if samples[run["key"]] is not None:
-            first_samples.setdefault(label, samples[run["key"]])
+        history = {}
+        for key in ["reward/total", "kl"] + [f"rewards/{o}/mean" for o in objectives]:
+            points = tracker.metric_history(run["run_id"], key)
+            if points:
+                history[key] = pd.Series(points)
+        curves[label if len(scores.seeds) == 1 else f"{label} s{run['seed']}"] = pd.DataFrame(history).sort_index()
     return Search(parent.info.run_id, parent.info.run_name or parent.info.run_id[:8], params.get("strategy", "?"),
                   objectives, directions, dict(parent.data.metrics), policies, runs, scores, bounds, n_bootstrap,
-                  curves, first_samples)
+                  curves, policy_samples(runs, samples))
 
 
-def _parents(client, exp, experiment: str, run_ids: list[str]) -> list:
+def _parents(tracker, experiment: str, run_ids: list[str]) -> list:
     """The named runs, each checked to be a search of `experiment`, or one line saying which is not."""
-    from mlflow.exceptions import MlflowException
-
     parents = []
     for run_id in run_ids:
-        try:
-            run = client.get_run(run_id)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            known = client.search_runs([exp.experiment_id], "tags.`moalign.kind` = 'search'", max_results=20)
+        run = tracker.find_run(run_id)
+        if run is None:
+            known = tracker.find_runs("tags.`moalign.kind` = 'search'")[:20]
             listing = ", ".join(f"{r.info.run_id} ({r.info.run_name})" for r in known) or "none"
             raise MoalignError(f"--runs: no run {run_id!r} in the MLflow store "
-                               f"(searches in {experiment!r}: {listing})") from None
-        if run.info.experiment_id != exp.experiment_id or run.data.tags.get("moalign.kind") != "search":
+                               f"(searches in {experiment!r}: {listing})")
+        if run.info.experiment_id != tracker.experiment_id or run.data.tags.get("moalign.kind") != "search":
             raise MoalignError(f"--runs: run {run_id!r} is not a search of experiment {experiment!r}")
         parents.append(run)
     return parents
 
 
 def load_searches(experiment: str, run_ids: list[str] | None = None, tracking_uri: str | None = None) -> list[Search]:
-    from mlflow.tracking import MlflowClient
-
-    from moalign.tracking import resolve_tracking_uri
-
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
-    exp = client.get_experiment_by_name(experiment)
+    """The searches of `experiment` (or those named by `run_ids`), oldest first. Every MLflow call
+    goes through the tracker, so a store that fails midway is one line (MoalignError)."""
+    tracker = MlflowTracker(None, tracking_uri)
+    exp = tracker.find_experiment(experiment)
     if exp is None:
-        names = ", ".join(e.name for e in client.search_experiments()) or "none"
+        names = ", ".join(e.name for e in tracker.experiments()) or "none"
         raise MoalignError(f"no MLflow experiment {experiment!r} (experiments: {names})")
+    tracker.experiment_id = exp.experiment_id
     if run_ids:
-        parents = _parents(client, exp, experiment, run_ids)
+        parents = _parents(tracker, experiment, run_ids)
     else:
-        parents = client.search_runs([exp.experiment_id], "tags.`moalign.kind` = 'search' and attributes.status = 'FINISHED'",
-                                     order_by=["attributes.start_time ASC"], max_results=1000)
+        parents = tracker.find_runs("tags.`moalign.kind` = 'search' and attributes.status = 'FINISHED'",
+                                    order_by=["attributes.start_time ASC"])
     if not parents:
         raise MoalignError(f"experiment {experiment!r} has no finished searches")
-    return [load_search(client, p) for p in parents]
+    return [load_search(tracker, p) for p in parents]

@@ -13,13 +13,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from moalign.pareto.front import non_dominated  # noqa: E402
+from reports.labels import weights_label  # noqa: E402
 
 MARKERS = {"base": "s", "trained": "o", "soup": "^"}
-
-
-def weights_label(weights: str) -> str:
-    """'0.7500,0.2500' -> 'w=0.75/0.25'."""
-    return "w=" + "/".join(f"{float(w):g}" for w in weights.split(","))
 
 
 def _arrow(direction: str) -> str:

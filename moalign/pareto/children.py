@@ -2,9 +2,15 @@
 `base`, `train:<weights>:s<seed>`, `soup:<weights>:s<seed>`.
 
 A finished child is read back, an unfinished one continued in the same run, a missing one trained
-or evaluated; a training run finished by another search with the same training config is copied
-instead of trained again. Every child's eval samples (per-sample scores) are kept, because the
-front's intervals resample them.
+or evaluated. A training run finished by another search with the same training config is reused,
+not trained again and not copied (a copy would show the same policy twice in the MLflow UI): the
+parent's tag `moalign.reused` holds {child key: run id} as JSON, and the front names that run.
+Every child's eval samples (per-sample scores) are kept, because the front's intervals resample them.
+
+What the MLflow UI and `load_policy` read from a child: params `weight/<objective>` (one number
+each, so the chart view can colour a scatter of `eval/<objective>` metrics by weight) and
+`reward.weights`; a soup child's tag `moalign.endpoints`, the JSON list of its endpoints' run ids
+in objective order, which with `reward.weights` rebuilds it.
 """
 from __future__ import annotations
 
@@ -22,6 +28,18 @@ from moalign.rl.evaluation import evaluate_policy
 from moalign.rl.trainer import train
 
 SAMPLES = "eval_samples.json"
+REUSED = "moalign.reused"  # the parent's tag: {child key: run id} of runs reused from other searches, as JSON
+TAG_LIMIT = 8000  # MLflow's maximum length of a tag value
+
+
+def reused_runs(parent) -> dict[str, str]:
+    """{child key: run id} of the runs a search reused from other searches."""
+    return json.loads(parent.data.tags.get(REUSED) or "{}")
+
+
+def weight_params(names, weights) -> dict:
+    """{"weight/<objective>": w}: numeric params, one per objective, for the MLflow chart view."""
+    return {f"weight/{name}": float(w) for name, w in zip(names, weights)}
 
 
 def weights_key(weights) -> str:
@@ -66,6 +84,9 @@ class Children:
         self.train_cfg, self.names, self.objectives, self.eval_records = train_cfg, names, objectives, eval_records
         existing = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent_id}'") if parent_id else []
         self.runs = {r.data.tags.get("moalign.key"): r for r in existing}
+        self.reused = reused_runs(tracker.get_run(parent_id)) if parent_id else {}
+        for key, run_id in self.reused.items():  # finished before they were reused
+            self.runs[key] = tracker.get_run(run_id)
         self.rows: list[dict] = []
         self.samples: dict[str, pd.DataFrame | None] = {}
 
@@ -82,6 +103,7 @@ class Children:
                 "moalign.seed": str(seed)}
 
     def _add(self, row: dict, samples: pd.DataFrame | None) -> dict:
+        row["reused"] = row["key"] in self.reused
         self.rows.append(row)
         self.samples[row["key"]] = samples
         return row
@@ -102,8 +124,9 @@ class Children:
         samples = self.tracker.read_table(run.info.run_id, SAMPLES)
         return self._add(self._row_from_run(run, key, role, seed, weights), samples)
 
-    def evaluate(self, role, seed, weights, model, tokenizer) -> dict:
-        """An evaluation-only child (base model or interpolated policy), sampled with `seed`."""
+    def evaluate(self, role, seed, weights, model, tokenizer, endpoints: list[str] | None = None) -> dict:
+        """An evaluation-only child (base model or interpolated policy), sampled with `seed`; a
+        soup names the `endpoints` (run ids) it mixes."""
         key = child_key(role, weights, seed)
         t0 = time.perf_counter()
         run_id = self.unfinished_id(key)
@@ -111,9 +134,13 @@ class Children:
             self.tracker.resume_run(run_id)
         else:
             name = key if weights is None else f"{role}:{weights_key(weights)}:s{seed}"
-            run_id = self.tracker.start_run(name, self.tags(key, role, seed), self.parent_id)
+            tags = self.tags(key, role, seed)
+            if endpoints is not None:
+                tags["moalign.endpoints"] = json.dumps(endpoints)
+            run_id = self.tracker.start_run(name, tags, self.parent_id)
             if weights is not None:
-                self.tracker.log_params(run_id, {"reward.weights": [float(w) for w in weights]})
+                self.tracker.log_params(run_id, {"reward.weights": [float(w) for w in weights],
+                                                 **weight_params(self.names, weights)})
         cfg = self.train_cfg
         try:
             scores_df, samples = evaluate_policy(model, tokenizer, self.eval_records, self.objectives, cfg.sampling,
@@ -144,34 +171,29 @@ class Children:
         tags = self.tags(key, "trained", seed)
         resume = self.unfinished_id(key)
         if resume is None:
-            reused = self._reuse(key, seed, weights, thash, tags)
+            reused = self._reuse(key, seed, weights, thash)
             if reused is not None:
                 return reused
         result = train(cfg, resume_run_id=resume, parent_run_id=self.parent_id,
                        tags={**tags, "moalign.train_hash": thash}, tracker=self.tracker)
+        self.tracker.log_params(result.run_id, weight_params(self.names, weights))  # beside the config's
         self.tracker.log_metrics(result.run_id, [(result.steps, {"train_steps": result.steps})])
         row = _row(key, "trained", seed, result.run_id, weights, self.names, result.eval_scores, result.steps,
                    result.wall_time, result.adapter_dir)
         return self._add(row, result.eval_samples)
 
-    def _reuse(self, key, seed, weights, thash, tags) -> dict | None:
+    def _reuse(self, key, seed, weights, thash) -> dict | None:
         """A finished run with the same training config elsewhere in the experiment (e.g. the soups'
-        endpoints when a grid includes the extremes): copy its record instead of training again."""
-        tracker = self.tracker
-        for run in tracker.find_runs(f"tags.`moalign.train_hash` = '{thash}' and attributes.status = 'FINISHED'"):
+        endpoints when a grid includes the extremes): recorded on the parent, read back as it is.
+        None (train it) when the parent's tag has no room left for one more."""
+        found = self.tracker.find_runs(f"tags.`moalign.train_hash` = '{thash}' and attributes.status = 'FINISHED'")
+        for run in found:
             if run.data.tags.get("mlflow.parentRunId") == self.parent_id:
                 continue
-            metrics = {k: v for k, v in run.data.metrics.items()
-                       if k.startswith("eval/") or k in ("train_steps", "train_wall_time_s")}
-            copied = {k: v for k, v in run.data.tags.items() if k == "moalign.checkpoint_dir"}
-            run_id = tracker.start_run(f"trained:{weights_key(weights)}:s{seed}",
-                                       {**tags, "moalign.reused_from": run.info.run_id, "moalign.train_hash": thash,
-                                        **copied}, self.parent_id)
-            tracker.log_params(run_id, {"reward.weights": [float(w) for w in weights]})
-            tracker.log_metrics(run_id, [(0, metrics)])
-            samples = tracker.read_table(run.info.run_id, SAMPLES)
-            if samples is not None:
-                tracker.log_table(run_id, samples, SAMPLES)
-            tracker.end_run(run_id, "FINISHED")
-            return self._add(self._row_from_run(tracker.get_run(run_id), key, "trained", seed, weights), samples)
+            reused = json.dumps({**self.reused, key: run.info.run_id}, separators=(",", ":"))
+            if len(reused) > TAG_LIMIT:
+                return None
+            self.tracker.set_tags(self.parent_id, {REUSED: reused})
+            self.reused[key], self.runs[key] = run.info.run_id, run
+            return self.read_back(key, "trained", seed, weights)
         return None

@@ -92,9 +92,10 @@ def _run_children(config: SearchConfig, children: Children, W: np.ndarray, seeds
             from moalign.pareto.soups import AdapterSoup
 
             soup = AdapterSoup(train_cfg.model, [r["adapter_dir"] for r in endpoints])
+            ids = [r["run_id"] for r in endpoints]  # what rebuilds the soup, with its weights
             for w in tqdm(pending, desc=f"soups (seed {seed})", disable=not train_cfg.progress):
                 with soup.mixed(w) as model:
-                    children.evaluate("soup", seed, w, model, soup.tokenizer)
+                    children.evaluate("soup", seed, w, model, soup.tokenizer, ids if all(ids) else None)
             del soup
 
 
@@ -141,8 +142,9 @@ def run_search(config: SearchConfig, tracker=None) -> SearchResult:
     table = front.table
     eu = expected_utility(scores.means(names), directions, W)
     nd = dict(zip(zip(table["role"], table["weights"]), table["non_dominated"]))
-    for run_id, role, weights in zip(runs["run_id"], runs["role"], runs["weights"]):
-        tracker.set_tags(run_id, {"moalign.non_dominated": str(bool(nd[(role, weights)])).lower()})
+    for run_id, role, weights, reused in zip(runs["run_id"], runs["role"], runs["weights"], runs["reused"]):
+        if not reused:  # a reused run's tag speaks of the front of the search that trained it
+            tracker.set_tags(run_id, {"moalign.non_dominated": str(bool(nd[(role, weights)])).lower()})
     metrics = {"hypervolume": front.hypervolume, "expected_utility": eu,
                "n_nondominated": int(table["non_dominated"].sum()), "n_policies": len(table), "n_runs": len(runs),
                "n_prompts": front.n_prompts, "n_seeds": front.n_seeds, "total_train_steps": int(runs["train_steps"].sum()),
@@ -154,9 +156,14 @@ def run_search(config: SearchConfig, tracker=None) -> SearchResult:
     if parent_id:
         with tempfile.TemporaryDirectory() as tmp:
             table.to_csv(Path(tmp) / "front.csv", index=False)
+            from reports.interactive import policy_samples, save_front_html
             from reports.plots import save_front_png
 
-            save_front_png(table, names, directions, Path(tmp) / "front.png", title=config.name or config.strategy)
+            title = config.name or config.strategy
+            save_front_png(table, names, directions, Path(tmp) / "front.png", title=title)
+            directions_all = {**dict(zip(names, directions)), **{n: o.direction for n, o in objectives.items()}}
+            save_front_html(table, names, directions_all, policy_samples(runs, children.samples),
+                            Path(tmp) / "front.html", title=title)
             tracker.log_artifacts(parent_id, tmp)
     tracker.end_run(parent_id, "FINISHED")
     return SearchResult(parent_id, table, runs, names, directions, front.hypervolume, front.hypervolume_ci, eu,

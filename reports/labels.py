@@ -1,0 +1,25 @@
+"""How policies and intervals read as text, the same in every table, figure and hover label."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def weights_label(weights: str) -> str:
+    """'0.7500,0.2500' -> 'w=0.75/0.25'."""
+    return "w=" + "/".join(f"{float(w):g}" for w in weights.split(","))
+
+
+def policy_label(role: str, weights: str) -> str:
+    """'trained', '0.7500,0.2500' -> 'trained w=0.75/0.25' (the key of curves and samples)."""
+    return role if not weights else f"{role} {weights_label(weights)}"
+
+
+def interval(mean: float, low: float, high: float) -> str:
+    """A mean and its interval as text; the mean alone where there is no interval.
+
+    >>> interval(54.31, 52.08, 56.04), interval(0.5, float("nan"), float("nan"))
+    ('54.31 [52.08, 56.04]', '0.5')
+    """
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{mean:.4g}"
+    return f"{mean:.4g} [{low:.4g}, {high:.4g}]"
