@@ -457,7 +457,10 @@ def launch_ui(host: str = "127.0.0.1", port: int = 5000, tracking_uri: str | Non
         if experiment.name != "Default":
             print(f"  {experiment.name}: {experiment_url(ui, experiment.experiment_id)}")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracker.uri, "--host", host, "--port", str(port)]
-    proc = subprocess.Popen(cmd, start_new_session=True)  # its own group, and no terminal's Ctrl-C of its own
+    # MLflow's job runner (seven huey consumers, for GenAI judges and trace roll-ups) serves nothing
+    # moalign logs and doubles the start-up time; the variable still turns it on
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)  # its own group: no terminal's Ctrl-C of its own
     try:
         return proc.wait()
     finally:

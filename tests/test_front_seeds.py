@@ -1,5 +1,6 @@
 """Searches over several training seeds on the tiny model: one child per (policy, seed), the front
-of the means with intervals in MLflow and front.csv, per-seed reuse across searches."""
+of the means with intervals in MLflow and front.csv, per-seed reuse across searches (recorded on the
+parent, not copied), resume of a search that reused runs."""
 import io
 import json
 
@@ -76,12 +77,35 @@ def test_seeds_give_one_run_per_policy_and_seed_and_a_front_of_means(tiny_llama,
 
     # a soups search on the same training setup reuses each seed's endpoints and mixes within a seed
     soups = moalign.search(config(tiny_llama, in_tmp, "soups", {"method": "das-dennis", "n_partitions": 2}))
+    # the endpoints appear once in MLflow: as the grid's children, listed (not copied) on the soups' parent
     soup_runs = children(client, soups.parent_run_id)
-    assert sorted(soup_runs) == ["base", "soup:0.5000,0.5000:s0", "soup:0.5000,0.5000:s1", "train:0.0000,1.0000:s0",
-                                 "train:0.0000,1.0000:s1", "train:1.0000,0.0000:s0", "train:1.0000,0.0000:s1"]
-    for key in ("train:1.0000,0.0000:s0", "train:0.0000,1.0000:s1"):
-        assert soup_runs[key].data.tags["moalign.reused_from"] == runs[key].info.run_id
+    assert sorted(soup_runs) == ["base", "soup:0.5000,0.5000:s0", "soup:0.5000,0.5000:s1"]
+    endpoints = {k: r.info.run_id for k, r in runs.items() if k != "base"}
+    soup_parent = client.get_run(soups.parent_run_id)
+    assert json.loads(soup_parent.data.tags["moalign.reused"]) == endpoints
+    for seed in (0, 1):  # each seed's soup mixes that seed's endpoints, named in objective order
+        assert json.loads(soup_runs[f"soup:0.5000,0.5000:s{seed}"].data.tags["moalign.endpoints"]) == [
+            endpoints[f"train:1.0000,0.0000:s{seed}"], endpoints[f"train:0.0000,1.0000:s{seed}"]]
+    soup_front = pd.read_csv(io.StringIO(read_artifact_text(client, soups.parent_run_id, "front.csv")), keep_default_na=False)
+    assert soup_front.set_index("weights").loc["1.0000,0.0000", "run_ids"] == ",".join(
+        endpoints[f"train:1.0000,0.0000:s{s}"] for s in (0, 1))
     assert sorted(soups.policies["role"]) == ["base", "soup", "trained", "trained"]
+    assert soup_parent.data.metrics["n_runs"] == 7 and soups.runs["reused"].sum() == 4
+    # the reused runs' per-prompt scores are the grid's own: the same policies, resampled by the same
+    # draws of prompts and seeds, have the same intervals
+    columns = ["good", "good_ci_low", "good_ci_high", "bad", "bad_ci_low", "bad_ci_high"]
+    for w in ("1.0000,0.0000", "0.0000,1.0000"):
+        assert soups.policies.set_index("weights").loc[w, columns].tolist() == pytest.approx(
+            result.policies.set_index("weights").loc[w, columns].tolist())
+
+    # run again, the soups search resumes on the same parent: it follows its reused runs, trains and
+    # evaluates nothing, starts no run
+    again = moalign.search(config(tiny_llama, in_tmp, "soups", {"method": "das-dennis", "n_partitions": 2}))
+    assert again.parent_run_id == soups.parent_run_id and sorted(children(client, again.parent_run_id)) == sorted(soup_runs)
+    assert all(client.get_run(r.info.run_id).info.end_time == r.info.end_time for r in soup_runs.values())
+    assert again.policies["run_ids"].tolist() == soups.policies["run_ids"].tolist()
+    assert again.hypervolume == pytest.approx(soups.hypervolume)
+    assert len(client.search_runs([client.get_experiment_by_name("seeds").experiment_id])) == 2 + 5 + 3
 
     # the report: each policy once with its interval, the seeds behind it, one curve per seed
     from reports.build import build_report
@@ -90,8 +114,12 @@ def test_seeds_give_one_run_per_policy_and_seed_and_a_front_of_means(tiny_llama,
     grid, soup = load_searches("seeds")
     assert grid.seeds == [0, 1] and grid.n_prompts == 3 and len(grid.policies) == 3 and len(grid.runs) == 5
     assert sorted(grid.curves) == ["trained w=0/1 s0", "trained w=0/1 s1", "trained w=1/0 s0", "trained w=1/0 s1"]
-    # the soups' endpoints were copied from the grid: their learning curves are the originals'
+    # the soups' endpoints are the grid's runs: their learning curves and samples too
     assert sorted(soup.curves) == sorted(grid.curves) and all(len(c) == 2 for c in soup.curves.values())
+    assert set(soup.runs.loc[soup.runs["role"] == "trained", "run_id"]) == set(endpoints.values())
+    assert soup.samples["trained w=1/0"].equals(grid.samples["trained w=1/0"])
+    assert soup.policies.set_index("weights")["good_ci_low"].to_dict() == pytest.approx(
+        soups.policies.set_index("weights")["good_ci_low"].to_dict())
     md = build_report("seeds", in_tmp / "report")[1].read_text()
     assert "grid: 3 evaluation prompts x 2 training seeds (0, 1), 200 resamples." in md
     assert "- grid " in md and " vs soups " in md

@@ -1,4 +1,5 @@
 """Grid and soups searches on the tiny model: MLflow layout, front, hypervolume, exact soups, resume."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,20 @@ def test_search_records_children_front_and_hypervolume(strategy, tiny_llama, in_
     ref = F.max(0) + 0.1 * np.where(F.max(0) > F.min(0), F.max(0) - F.min(0), 1.0)
     assert parent.data.metrics["hypervolume"] > 0
     assert parent.data.metrics["hypervolume"] == pytest.approx(HV(ref_point=ref).do(F))
-    assert {a.path for a in client.list_artifacts(result.parent_run_id)} >= {"front.csv", "front.png"}
+    assert {a.path for a in client.list_artifacts(result.parent_run_id)} >= {"front.csv", "front.png", "front.html"}
+    # the MLflow chart view scatters eval/<objective> and colours by one numeric param per weight
+    by_key = {c.data.tags["moalign.key"]: c for c in children}
+    for key, child in by_key.items():
+        weights = [float(w) for w in key.split(":")[1].split(",")] if key != "base" else None
+        if weights:
+            assert (child.data.params["weight/good"], child.data.params["weight/bad"]) == tuple(map(str, weights))
+            assert [float(w) for w in json.loads(child.data.params["reward.weights"])] == weights
+        else:
+            assert not any(k.startswith("weight/") for k in child.data.params)
+    if strategy == "soups":  # a soup names the runs it mixes, in objective order
+        soup = by_key["soup:0.5000,0.5000:s0"]
+        assert json.loads(soup.data.tags["moalign.endpoints"]) == [
+            by_key["train:1.0000,0.0000:s0"].info.run_id, by_key["train:0.0000,1.0000:s0"].info.run_id]
     # the two extremes pull apart: all-"good" says "good" more than all-"bad" does
     table = result.policies.set_index("weights")
     assert table.loc["1.0000,0.0000", "good"] > table.loc["0.0000,1.0000", "good"]
