@@ -298,8 +298,8 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             if done > last_checkpoint:
                 checkpoint(done)
         _end_run(tracker, run_id, "KILLED")
-        print(f"\ninterrupted {where}; run marked KILLED. Continue with: moalign train --resume {run_id}",
-              file=sys.stderr)
+        how = ("re-run the same search or pipeline" if parent_run_id else f"moalign train --resume {run_id}")
+        print(f"\ninterrupted {where}; run marked KILLED. Continue with: {how}", file=sys.stderr)
         raise
     except BaseException:
         _end_run(tracker, run_id, "FAILED")
