@@ -186,8 +186,7 @@ def _search_config(tracker, base) -> TrainConfig:
 
 def _search_policy(tracker, experiment: str, search: str, policy: str, seed: str | None) -> str:
     """The run id of `policy` (weights or `base`) on the front of the latest search named `search`."""
-    with guard(tracker.uri, f"read experiment {experiment!r}"):
-        found = tracker.client.get_experiment_by_name(experiment)
+    found = tracker.find_experiment(experiment)
     if found is None:
         raise MoalignError(f"experiment {experiment!r} not found in {tracker.uri}")
     tracker.experiment_id = found.experiment_id

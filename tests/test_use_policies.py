@@ -75,7 +75,7 @@ def test_loaded_policy_generates_batches_as_single_prompts(front):
     """Left padding: a short prompt batched with a long one continues from its own last token
     (padded on the right, it would continue from padding)."""
     model, tokenizer = moalign.load_policy(SOUP, front.uri)
-    prompts = ["the cat sat on the mat and the dog", "a"]
+    prompts = ["the cat sat on the mat and the dog", "a", "news report", "one two three four"]
     assert greedy(model, tokenizer, prompts) == [greedy(model, tokenizer, [p])[0] for p in prompts]
 
 

@@ -1,6 +1,7 @@
 """Policy references: every policy on a search's front is found by run id or by
-EXPERIMENT/SEARCH@weights[:sSEED], in the way searches record their children today and in the
-layout where soups name their endpoints and reused runs stay with the search that trained them.
+EXPERIMENT/SEARCH@weights[:sSEED], as searches record their children (soups name their endpoints,
+reused runs are listed on the parent) and as they did before (endpoints found among the soup's
+siblings, reused runs copied into a child that points to the original).
 
 `finished_searches` (shared by the tests/test_use_*.py modules) runs one small soups search and a
 grid that reuses one of its endpoints, once per test session.
@@ -43,8 +44,7 @@ def finished_searches(tmp_path_factory, tiny_llama) -> SimpleNamespace:
         keys = dict(zip(soups.runs["key"], soups.runs["run_id"]))
         _BUILT["searches"] = SimpleNamespace(tmp=tmp, uri=uri, data=data, model=tiny_llama, soups=soups, grid=grid,
                                              trained=keys["train:1.0000,0.0000:s0"], other=keys["train:0.0000,1.0000:s0"],
-                                             soup=keys["soup:0.5000,0.5000:s0"], base=keys["base"],
-                                             reused=grid.runs["run_id"].iloc[0])
+                                             soup=keys["soup:0.5000,0.5000:s0"], base=keys["base"])
     return _BUILT["searches"]
 
 
@@ -63,10 +63,10 @@ def test_search_refs_name_every_policy_on_the_front(front):
     assert found("use/soups@1,0").run_id == found("use/soups@1.0000,0.0000:s0").run_id == front.trained
     assert (found("use/soups@base").role, found("use/soups@base").run_id) == ("base", front.base)
     assert found("use/soups@base").model.name == front.model  # read from the search's training runs
-    # a reused run is its own policy on its own front, its weights those of the run it copied
+    # the grid reused the soups' endpoint: on its front, that same run
+    assert front.grid.runs["run_id"].tolist() == [front.trained]
     reused = found("use/grid@1,0")
-    assert (reused.run_id, reused.sources) == (front.reused, [front.trained])
-    assert found(front.reused).sources == [front.trained]
+    assert (reused.run_id, reused.sources) == (front.trained, [front.trained])
     assert found(front.soup).run_id == front.soup and found(front.base).role == "base"
 
 
@@ -92,19 +92,21 @@ def test_a_search_run_is_not_a_policy(front):
         find_policy(front.soups.parent_run_id, front.uri)
 
 
-def test_refs_read_soups_that_name_their_endpoints_and_reuse_recorded_on_the_parent(front, tmp_path):
-    """The layout where a soup tags its endpoints (`moalign.endpoints`) and a reused run is not a
-    second child but listed on its search's parent (`moalign.reused`): same policies."""
+def test_refs_read_searches_recorded_before_soups_named_endpoints_and_reuse_was_listed(front, tmp_path):
+    """The earlier layout: a soup's endpoints are its siblings at the one-hot weights, and a reused
+    run is a child of its own, copied from the original (`moalign.reused_from`)."""
     shutil.copy(front.tmp / "mlflow.db", tmp_path / "mlflow.db")  # the artifacts stay where they are
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    client.set_tag(front.soup, "moalign.endpoints", json.dumps([front.trained, front.other]))
-    for run_id in (front.trained, front.other):  # no sibling left to find the endpoints by
-        client.set_tag(run_id, "mlflow.parentRunId", "elsewhere")
-    client.delete_run(front.reused)
-    client.set_tag(front.grid.parent_run_id, "moalign.reused", json.dumps({"train:1.0000,0.0000:s0": front.trained}))
+    client.delete_tag(front.soup, "moalign.endpoints")
+    client.delete_tag(front.grid.parent_run_id, "moalign.reused")
+    experiment = client.get_run(front.trained).info.experiment_id
+    copy = client.create_run(experiment, run_name="trained:1.0000,0.0000:s0", tags={
+        "mlflow.parentRunId": front.grid.parent_run_id, "moalign.key": "train:1.0000,0.0000:s0",
+        "moalign.role": "trained", "moalign.seed": "0", "moalign.reused_from": front.trained}).info.run_id
+    client.set_terminated(copy, "FINISHED")
 
     soup = find_policy("use/soups@0.5,0.5", uri)
-    assert (soup.run_id, soup.sources) == (front.soup, [front.trained, front.other])
+    assert (soup.run_id, soup.sources, soup.weights) == (front.soup, [front.trained, front.other], [0.5, 0.5])
     reused = find_policy("use/grid@1,0", uri)
-    assert (reused.run_id, reused.sources) == (front.trained, [front.trained])
+    assert (reused.run_id, reused.sources, reused.weights) == (copy, [front.trained], [1.0, 0.0])
