@@ -13,8 +13,10 @@ def load_classifier(name_or_path: str, device: str | None = None):
     """(model, tokenizer) in eval mode on `device` (CUDA when present)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from moalign.models import default_device
+    from moalign.models import check_model, default_device
 
+    # Offline or with the hub unreachable, transformers retries for ~50 s before failing: check first.
+    check_model(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForSequenceClassification.from_pretrained(name_or_path)

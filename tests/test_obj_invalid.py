@@ -7,6 +7,7 @@ import pytest
 
 from moalign import Batch, ConfigError, MoalignError, Objective, build_objectives, register_objective, score, summarize
 from moalign.cli import main
+from moalign.classifiers import load_classifier
 
 
 class Scripted(Objective):
@@ -91,3 +92,18 @@ def test_on_invalid_from_the_command_line(tmp_path, capsys):
     assert main(["evaluate", "--data", str(data), "--objectives", "scripted", "--set", "scripted.on_invalid=drop",
                  "--out", str(out), "--quiet"]) == 0
     assert pd.read_csv(out)["scripted"].isna().tolist() == [False, True]
+
+
+def test_factuality_with_an_unreachable_default_checkpoint_fails_in_seconds():
+    """Offline (conftest sets HF_HUB_OFFLINE), the hub default fails at once with what to do."""
+    import time
+
+    from moalign import get_objective
+
+    import transformers  # noqa: F401  (its import is not what is timed)
+
+    load_classifier.cache_clear()
+    started = time.perf_counter()
+    with pytest.raises(MoalignError, match="pass the path of a local model directory"):
+        get_objective("factuality").score(Batch(prompts=["p"], completions=["A cat."], sources=["A cat sat."]))
+    assert time.perf_counter() - started < 5
