@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from moalign.errors import MoalignError
 from moalign.rl.config import ModelConfig, TrainConfig
 
@@ -184,8 +186,8 @@ def _search_config(tracker, base) -> TrainConfig:
     return _config(tracker, _origin(tracker, tracker.get_run(trained[0])))
 
 
-def _search_policy(tracker, experiment: str, search: str, policy: str, seed: str | None) -> str:
-    """The run id of `policy` (weights or `base`) on the front of the latest search named `search`."""
+def _search_parent(tracker, experiment: str, search: str):
+    """The parent run of the latest search named `search` in `experiment`."""
     found = tracker.find_experiment(experiment)
     if found is None:
         raise MoalignError(f"experiment {experiment!r} not found in {tracker.uri}")
@@ -195,7 +197,37 @@ def _search_policy(tracker, experiment: str, search: str, policy: str, seed: str
     if not named:
         known = ", ".join(sorted({r.info.run_name for r in searches})) or "none"
         raise MoalignError(f"experiment {experiment!r} has no search named {search!r} (searches: {known})")
-    parent = max(named, key=lambda r: r.info.start_time)
+    return max(named, key=lambda r: r.info.start_time)
+
+
+def front_policies(search: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """The policies on the front of `search` (``EXPERIMENT/SEARCH``): its `front.csv` (role,
+    weights, each objective's mean over seeds with its interval, seeds, run ids, non_dominated)
+    with the `ref` that names each policy, ready for `load_policy`, `moalign generate`, `export`
+    and `register`.
+
+    >>> front_policies("quickstart/soups")[["ref", "chrf", "verbosity"]]  # doctest: +SKIP
+    """
+    import io
+
+    from moalign.tracking import MlflowTracker
+
+    experiment, _, name = search.rpartition("/")
+    if not experiment or not name:
+        raise MoalignError(f"search {search!r}: expected EXPERIMENT/SEARCH")
+    tracker = MlflowTracker(None, tracking_uri)
+    parent = _search_parent(tracker, experiment, name)
+    text = tracker.read_text(parent.info.run_id, "front.csv")
+    if text is None:
+        raise MoalignError(f"search {search} (run {parent.info.run_id}) has no front.csv: it has not finished")
+    table = pd.read_csv(io.StringIO(text), dtype={"weights": str, "seeds": str, "run_ids": str})
+    table.insert(0, "ref", [f"{search}@{'base' if role == 'base' else w}" for role, w in zip(table["role"], table["weights"])])
+    return table
+
+
+def _search_policy(tracker, experiment: str, search: str, policy: str, seed: str | None) -> str:
+    """The run id of `policy` (weights or `base`) on the front of the latest search named `search`."""
+    parent = _search_parent(tracker, experiment, search)
     children = _children(tracker, parent)
     where = f"search {experiment}/{search}"
     if policy == "base":

@@ -110,3 +110,16 @@ def test_refs_read_searches_recorded_before_soups_named_endpoints_and_reuse_was_
     assert (soup.run_id, soup.sources, soup.weights) == (front.soup, [front.trained, front.other], [0.5, 0.5])
     reused = find_policy("use/grid@1,0", uri)
     assert (reused.run_id, reused.sources, reused.weights) == (copy, [front.trained], [1.0, 0.0])
+
+
+def test_front_policies_lists_each_policy_with_the_ref_that_loads_it(front):
+    from moalign.policies import front_policies
+
+    table = front_policies("use/soups", front.uri)
+    assert sorted(table["ref"]) == ["use/soups@0.0000,1.0000", "use/soups@0.5000,0.5000", "use/soups@1.0000,0.0000",
+                                    "use/soups@base"]
+    assert {"good", "good_ci_low", "good_ci_high", "bad", "non_dominated", "run_ids"} <= set(table.columns)
+    for ref, run_ids in zip(table["ref"], table["run_ids"]):
+        assert find_policy(ref, front.uri).run_id == run_ids.split(",")[0]
+    with pytest.raises(MoalignError, match="expected EXPERIMENT/SEARCH"):
+        front_policies("soups", front.uri)
