@@ -79,6 +79,7 @@ def load_search(tracker, parent) -> Search:
                "run_id": child.info.run_id, "status": child.info.status,
                "train_steps": int(metrics.get("train_steps", 0)),
                "wall_time_s": metrics.get("train_wall_time_s", metrics.get("eval_wall_time_s", 0.0))}
+        row.update({f"w_{o}": float(weights[i]) if weights else np.nan for i, o in enumerate(objectives)})
         row.update({k[5:]: v for k, v in metrics.items() if k.startswith("eval/")})
         rows.append(row)
         samples[key] = tracker.read_table(child.info.run_id, SAMPLES)

@@ -1,5 +1,6 @@
 """Report sums over several searches, on hand-made searches (no training): intervals as text,
-overlap sentences, expected utility on one weight set and one scale."""
+overlap sentences, expected utility on one weight set and one scale; a tracking server lost
+while the report reads it."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -45,3 +46,37 @@ def test_expected_utility_compares_on_one_weight_set_and_one_scale():
     summary = build._summary([wide, narrow], {"wide": (1.0, (0.9, 1.0)), "narrow": (0.5, (0.4, 0.6))}, eu)
     assert "common weights" in build.EU_COLUMN and summary[build.EU_COLUMN].tolist() == [eu["wide"], eu["narrow"]]
     assert summary[build.HV_COLUMN].tolist() == ["1 [0.9, 1]", "0.5 [0.4, 0.6]"]
+
+
+def test_a_tracking_server_lost_mid_report_is_one_line(tmp_path, monkeypatch, capsys):
+    """The report reads MLflow through the tracker: a server gone between two reads is one line, exit 2."""
+    from moalign.cli import main
+    from moalign.tracking import MlflowTracker
+    from reports import collect
+
+    from mlflow_server import MlflowServer
+
+    server = MlflowServer(tmp_path)
+    try:
+        tracker = MlflowTracker("lost", server.url)
+        parent = tracker.start_run("grid", {"moalign.kind": "search", "moalign.strategy": "grid"})
+        tracker.log_params(parent, {"objectives": ["a", "b"], "directions": ["maximize", "maximize"]})
+        child = tracker.start_run("base", {"moalign.key": "base", "moalign.role": "base"}, parent)
+        tracker.log_metrics(child, [(0, {"eval/a": 0.1, "eval/b": 0.2})])
+        for run in (child, parent):
+            tracker.end_run(run)
+        real = collect.load_search
+
+        def server_goes_away(*args):
+            server.stop()
+            return real(*args)
+
+        monkeypatch.setattr(collect, "load_search", server_goes_away)
+        capsys.readouterr()
+        code = main(["report", "--experiment", "lost", "--out", str(tmp_path / "report"), "--tracking-uri", server.url])
+    finally:
+        server.stop()
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"moalign: error: MLflow tracking server {server.url} is not answering (search runs")
+    assert not (tmp_path / "report" / "report.html").exists()

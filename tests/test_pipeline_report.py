@@ -1,6 +1,6 @@
 """`moalign run` on the tiny model: two searches, a report rendered in headless Chromium, bad files."""
+import json
 import re
-import shutil
 
 import pytest
 import yaml
@@ -56,10 +56,14 @@ def test_pipeline_leaves_searches_and_a_report(pipeline_run, monkeypatch):
     assert sorted(p.data.tags["moalign.strategy"] for p in parents) == ["grid", "soups"]
     grid = next(p for p in parents if p.data.tags["moalign.strategy"] == "grid")
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{grid.info.run_id}'")
-    # the grid's extremes are the soups' endpoints (same training config): reused, not retrained
-    reused = [c for c in children if "moalign.reused_from" in c.data.tags]
-    assert len(reused) == 2 and all(c.data.metrics["train_steps"] == 6 for c in reused)
-    assert all("eval_samples.json" in {a.path for a in client.list_artifacts(c.info.run_id)} for c in reused)
+    # the grid's extremes are the soups' endpoints (same training config): reused, not retrained and not
+    # copied (in the MLflow UI each policy is one run); the grid's parent names them
+    assert sorted(c.data.tags["moalign.key"] for c in children) == ["base", "train:0.5000,0.5000:s0"]
+    soups_parent = next(p for p in parents if p.data.tags["moalign.strategy"] == "soups")
+    endpoints = {c.data.tags["moalign.key"]: c.info.run_id for c in client.search_runs(
+        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{soups_parent.info.run_id}'") if c.data.tags["moalign.role"] == "trained"}
+    assert json.loads(grid.data.tags["moalign.reused"]) == endpoints and len(endpoints) == 2
+    assert grid.data.metrics["n_policies"] == 4 and grid.data.metrics["n_runs"] == 4
     html = (pipeline_run / "report" / "report.html").read_text()
     for section in ("Pareto fronts", "All objectives", "Hypervolume per search", "Learning curves: soups",
                     "Policies: grid", "Sample generations: soups"):
@@ -87,33 +91,34 @@ def test_report_names_an_unknown_run_id(pipeline_run, monkeypatch, capsys):
 
 
 def test_report_cli_renders_in_headless_chromium(pipeline_run, tmp_path, monkeypatch):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from test_ui_front import check_interactive_front, chromium
 
     monkeypatch.chdir(pipeline_run)
     assert main(["report", "--experiment", "pipe", "--out", str(tmp_path / "again")]) == 0
     page = tmp_path / "again" / "report.html"
-    options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chrome'}"):
-        options.add_argument(flag)
-    options.binary_location = shutil.which("chromium")
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    try:
-        driver.set_window_size(1280, 2000)
+    client = MlflowClient(resolve_tracking_uri())
+    exp = client.get_experiment_by_name("pipe")
+    soups = client.search_runs([exp.experiment_id], "tags.`moalign.strategy` = 'soups'")[0]
+    endpoint = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{soups.info.run_id}' and "
+                                  f"tags.`moalign.key` = 'train:1.0000,0.0000:s0'")[0].info.run_id
+    with chromium(tmp_path) as driver:
         driver.get(page.as_uri())
         assert driver.title == "moalign report: pipe"
+        # the fronts are interactive: hover names the weights, a click the run (the grid's w=1/0 is
+        # the soups' endpoint, reused: one run id whichever search's point is on top)
+        assert driver.execute_script("return typeof window.Plotly;") == "object"
+        assert driver.execute_script("return Array.from(document.scripts).filter(s => s.src).length;") == 0
+        assert len(driver.find_elements("css selector", ".plotly")) == 1
+        assert check_interactive_front(driver, "weights: good 1, bad 0") == endpoint
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]);")
-        assert len(images) >= 4
+        assert [alt for alt, *_ in images] == ["All objectives", "Hypervolume per search", "Learning curves: soups",
+                                               "Learning curves: grid"]
         for alt, complete, width, height in images:
             assert complete and width > 200 and height > 100, alt
         rows = driver.execute_script("return document.querySelectorAll('table tr').length;")
         assert rows > 10
         driver.save_screenshot(str(tmp_path / "report.png"))
-    finally:
-        driver.quit()
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
