@@ -126,6 +126,9 @@ def model_card(record: PolicyRecord, samples: pd.DataFrame | None = None) -> str
     lines += ["", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
               'model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")',
               'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")  # pads on the left', "```", ""]
+    if record.model.use_chat_template:
+        lines += ["Trained and evaluated on prompts formatted as one user turn by the tokenizer's chat template "
+                  "(`apply_chat_template(..., add_generation_prompt=True)`), where it has one.", ""]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
