@@ -163,3 +163,25 @@ def test_a_busy_port_is_one_line(tmp_path, capsys):
         assert main(["ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"cannot serve the MLflow UI on 127.0.0.1:{port}" in err
+
+
+def test_ui_runs_mlflow_ui_on_the_project_store_in_a_group_of_its_own(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
+    experiment = MlflowTracker("quick", f"sqlite:///{tmp_path / 'mlflow.db'}").experiment_id
+    seen, real = {}, subprocess.Popen
+
+    def instead_of_mlflow(cmd, **kwargs):  # a process that ends at once, started as the server would be
+        seen.update(cmd=cmd, **kwargs)
+        return real([sys.executable, "-c", "pass"], **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", instead_of_mlflow)
+    port = free_port()
+    assert main(["ui", "--port", str(port)]) == 0
+    cmd = seen["cmd"]
+    assert cmd[1:4] == ["-m", "mlflow", "ui"] and cmd[cmd.index("--port") + 1] == str(port)
+    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert seen["start_new_session"] and seen["env"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    out = capsys.readouterr().out
+    assert f"  quick: http://127.0.0.1:{port}/#/experiments/{experiment}/runs?workflowType=machine_learning" in out
