@@ -317,8 +317,14 @@ class MlflowTracker(NullTracker):
             self.client.log_table(run_id, data=frame, artifact_file=artifact_file)
 
     def log_dict(self, run_id, data, artifact_file) -> None:
+        """YAML or JSON in the dict's own key order: MLflow's log_dict sorts YAML keys, which would
+        reorder `reward.objectives` against `reward.weights` when a config is read back."""
+        import yaml
+
+        text = (yaml.safe_dump(data, sort_keys=False) if artifact_file.endswith((".yaml", ".yml"))
+                else json.dumps(data, indent=2))
         with self._guard(f"log {artifact_file} of run {run_id}"):
-            self.client.log_dict(run_id, data, artifact_file)
+            self.client.log_text(run_id, text, artifact_file)
 
     def log_artifacts(self, run_id, local_dir, artifact_path=None) -> None:
         with self._guard(f"log artifacts of run {run_id}"):

@@ -198,3 +198,20 @@ def test_a_checkpoint_cannot_run_code(tmp_path):
     with pytest.raises(MoalignError, match="unreadable"):
         ckpt.load_checkpoint_state(directory)
     assert not os.path.exists(MARKER)
+
+
+def test_the_config_read_back_for_resume_keeps_objectives_in_their_weights_order(tiny_llama, in_tmp, monkeypatch):
+    """MLflow's log_dict sorts YAML keys: read back, the weights would go to other objectives."""
+    from moalign.rl.cli import config_of_run
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "policy_update", interrupt)
+    config = config_for(tiny_llama, in_tmp, steps=1)
+    config.reward.objectives = {"verbosity": {}, "good": {"type": "word_share"}}  # not alphabetical
+    config.reward.weights = [0.9, 0.1]
+    with pytest.raises(KeyboardInterrupt):
+        moalign.train(config)
+    back, _ = config_of_run(only_run_id(), None)
+    assert list(back.reward.objectives) == ["verbosity", "good"] and back.reward.weights == [0.9, 0.1]
