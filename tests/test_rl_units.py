@@ -1,4 +1,4 @@
-"""The reward object, full fine-tuning, the sampler's masks, `moalign ui`, and the GPU path."""
+"""The reward object, full fine-tuning, the sampler's masks, and the GPU path."""
 import numpy as np
 import pytest
 import torch
@@ -57,21 +57,6 @@ def test_full_fine_tuning_keeps_a_frozen_reference(tiny_llama, tmp_path):
     assert good[-5:].mean() > good[:5].mean() + 0.2
     assert (result.adapter_dir / "model.pt").is_file()
     assert result.history["kl"].iloc[-1] > 0.05  # measured against the untouched copy
-
-
-def test_ui_starts_mlflow_on_the_project_store(monkeypatch, tmp_path):
-    import subprocess
-
-    from moalign.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    seen = {}
-    monkeypatch.setattr(subprocess, "call", lambda cmd: seen.setdefault("cmd", cmd) and 0)
-    assert main(["ui", "--port", "5123"]) == 0
-    cmd = seen["cmd"]
-    assert cmd[1:4] == ["-m", "mlflow", "ui"] and "5123" in cmd
-    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 @pytest.mark.gpu
