@@ -22,14 +22,36 @@ def _cmd_objectives(args) -> int:
     return 0
 
 
+def _objective_columns(text: str) -> dict:
+    """`--objectives bleu,words=verbosity,chars=verbosity` -> {column: {"type": objective}}: a
+    `column=` prefix names the column, so one objective can be scored twice with other settings.
+
+    >>> _objective_columns("bleu, words=verbosity, chars=verbosity")
+    {'bleu': {}, 'words': {'type': 'verbosity'}, 'chars': {'type': 'verbosity'}}
+    """
+    from moalign.errors import ConfigError
+
+    spec = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        column, sep, objective = (part.strip() for part in item.partition("="))
+        if sep and not (column and objective):
+            raise ConfigError(f"--objectives {item!r}: expected OBJECTIVE or COLUMN=OBJECTIVE")
+        if column in spec:
+            raise ConfigError(f"--objectives: column {column!r} appears twice; name the second one "
+                              f"(e.g. {column}2={objective or column}) to score an objective twice")
+        spec[column] = {"type": objective} if sep else {}
+    return spec
+
+
 def _cmd_evaluate(args) -> int:
     from moalign.config import apply_overrides
     from moalign.data import check_table_path, load_samples, write_table
     from moalign.errors import ConfigError
     from moalign.scoring import score, summarize
 
-    names = [n.strip() for n in args.objectives.split(",") if n.strip()]
-    spec = {name: {} for name in names}
+    spec = _objective_columns(args.objectives)
     for item in args.set:
         objective, dot, _ = item.partition("=")[0].partition(".")
         if not dot:
@@ -119,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a JSONL/CSV file of samples with objectives")
     p.add_argument("--data", required=True, help="JSONL or CSV with prompt, completion, references/reference, source")
-    p.add_argument("--objectives", required=True, help="comma-separated objective names")
+    p.add_argument("--objectives", required=True,
+                   help="comma-separated objective names; COLUMN=OBJECTIVE scores one objective under another "
+                        "column name, e.g. words=verbosity,chars=verbosity --set chars.unit=chars")
     p.add_argument("--set", action="append", default=[], metavar="OBJ.KEY=VALUE", help="objective parameter")
     p.add_argument("--out", help="per-sample scores, .csv or .parquet")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

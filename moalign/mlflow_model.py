@@ -111,8 +111,10 @@ def register_policy(ref: str, name: str, alias: str | None = None, tracking_uri:
     The Model Registry needs a database-backed store (the default `sqlite:///mlflow.db` is one) or
     a tracking server.
 
-    >>> register_policy("quickstart/soups@0.5,0.5", "summariser", "champion")  # doctest: +SKIP
-    >>> mlflow.pyfunc.load_model("models:/summariser@champion").predict(pd.DataFrame({"prompt": ["Hi"]}))  # doctest: +SKIP
+    After `make demo` (an example, not a doctest: it needs the demo's store)::
+
+        register_policy("quickstart/soups@0.5,0.5", "summariser", "champion")
+        mlflow.pyfunc.load_model("models:/summariser@champion").predict(pd.DataFrame({"prompt": ["Hi"]}))
     """
     import tempfile
     from pathlib import Path

@@ -206,7 +206,9 @@ def front_policies(search: str, tracking_uri: str | None = None) -> pd.DataFrame
     with the `ref` that names each policy, ready for `load_policy`, `moalign generate`, `export`
     and `register`.
 
-    >>> front_policies("quickstart/soups")[["ref", "chrf", "verbosity"]]  # doctest: +SKIP
+    After `make demo` (an example, not a doctest: it needs the demo's store)::
+
+        front_policies("quickstart/soups")[["ref", "chrf", "verbosity"]]
     """
     import io
 
@@ -344,8 +346,10 @@ def load_policy(ref: str, tracking_uri: str | None = None, device: str | None = 
     ``EXPERIMENT/SEARCH@base``, or an adapter folder. `tracking_uri`: default
     ``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``.
 
-    >>> model, tokenizer = load_policy("quickstart/soups@0.5,0.5")  # doctest: +SKIP
-    >>> batch = tokenizer(["Summarize: ..."], return_tensors="pt", padding=True)  # doctest: +SKIP
-    >>> tokenizer.batch_decode(model.generate(**batch, max_new_tokens=40))  # doctest: +SKIP
+    After `make demo` (an example, not a doctest: it needs the demo's store)::
+
+        model, tokenizer = load_policy("quickstart/soups@0.5,0.5")
+        batch = tokenizer(["Summarize: ..."], return_tensors="pt", padding=True)
+        tokenizer.batch_decode(model.generate(**batch, max_new_tokens=40))
     """
     return build_policy(find_policy(ref, tracking_uri), device)

@@ -31,6 +31,19 @@ def test_six_samples_give_sensible_scores(tmp_path, capsys):
     assert "ci95_low" in printed and "toxicity" in printed
 
 
+def test_one_objective_twice_under_two_column_names(tmp_path, capsys):
+    out = tmp_path / "s.csv"
+    assert main(["evaluate", "--data", str(SAMPLES), "--objectives", "words=verbosity,chars=verbosity",
+                 "--set", "chars.unit=chars", "--out", str(out), "--quiet"]) == 0
+    frame = pd.read_csv(out, keep_default_na=False)
+    samples = load_samples(SAMPLES)
+    assert frame["words"].tolist() == [len((s["completion"] or "").split()) for s in samples]
+    assert frame["chars"].tolist() == [len(s["completion"] or "") for s in samples]
+    # the same column twice is not silently merged
+    assert main(["evaluate", "--data", str(SAMPLES), "--objectives", "verbosity,verbosity", "--quiet"]) == 2
+    assert "column 'verbosity' appears twice" in capsys.readouterr().err
+
+
 def test_objective_parameters_via_set_and_parquet(tmp_path):
     out = tmp_path / "s.parquet"
     assert main(["evaluate", "--data", str(SAMPLES), "--objectives", "verbosity", "--set", "verbosity.unit=chars",
