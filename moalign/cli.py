@@ -88,7 +88,7 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from reports.build import build_report
+    from moalign.reports.build import build_report
 
     from moalign.data import check_writable
     from moalign.tracking import MlflowTracker

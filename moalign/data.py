@@ -17,6 +17,18 @@ from moalign.errors import MoalignError
 TEXT_FIELDS = ("prompt", "completion", "source")
 
 
+def quickstart_data(name: str = "summaries.jsonl") -> str:
+    """Path of a file of the quickstart's data, installed with moalign (`pipelines/data` in the
+    repository): the default `data.train`, so examples run from any directory.
+
+    >>> Path(quickstart_data()).name
+    'summaries.jsonl'
+    """
+    from importlib.resources import files
+
+    return str(files("moalign.quickstart") / name)
+
+
 def _normalise(record: dict, where: str, require: tuple[str, ...] = ()) -> dict:
     """One sample dict: text fields as str, `reference` (str) folded into `references` (list)."""
     if not isinstance(record, dict):
@@ -108,7 +120,7 @@ def load_samples(path: str | os.PathLike, require: tuple[str, ...] = ()) -> list
     """Samples from a `.jsonl`/`.json` (one object a line) or `.csv` file; each must have the
     fields in `require` (a missing column is an error, an empty CSV cell is an empty string).
 
-    >>> load_samples("pipelines/data/samples.jsonl")[0]["prompt"][:9]
+    >>> load_samples(quickstart_data("samples.jsonl"))[0]["prompt"][:9]
     'Summarize'
     """
     path = Path(path)

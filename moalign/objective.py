@@ -151,7 +151,7 @@ def check_params(cls, params: dict, name: str | None = None) -> None:
     """Raise ConfigError naming the objective and parameter when a value has the wrong type for
     its `__init__` annotation or falls outside the class's `param_ranges` / `param_choices`.
 
-    >>> from objectives.diversity import DistinctN
+    >>> from moalign.objectives.diversity import DistinctN
     >>> check_params(DistinctN, {"n": 1.5})
     Traceback (most recent call last):
     moalign.errors.ConfigError: objective 'distinct_n': parameter 'n' must be an integer, got 1.5

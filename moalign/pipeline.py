@@ -137,7 +137,7 @@ def run_pipeline(config: PipelineConfig, searches: list[SearchConfig]) -> dict:
               f"policies non-dominated", flush=True)
     paths = []
     if config.report.enabled:
-        from reports.build import build_report
+        from moalign.reports.build import build_report
 
         paths = build_report(config.train.tracking.experiment, config.report.out,
                              run_ids=[r.parent_run_id for r in results], tracking_uri=config.train.tracking.tracking_uri)

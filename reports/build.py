@@ -15,9 +15,9 @@ import pandas as pd
 from moalign.data import atomic_path
 from moalign.pareto.front import expected_utility, reference_point
 from moalign.pareto.weights import weight_vectors
-from reports import interactive, plots
-from reports.collect import Search, load_searches
-from reports.labels import interval, policy_label
+from moalign.reports import interactive, plots
+from moalign.reports.collect import Search, load_searches
+from moalign.reports.labels import interval, policy_label
 
 N_SAMPLE_PROMPTS = 3
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}

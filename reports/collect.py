@@ -12,8 +12,8 @@ from moalign.pareto.children import SAMPLES, reused_runs
 from moalign.pareto.front import reference_point
 from moalign.pareto.uncertainty import PolicyScores
 from moalign.tracking import MlflowTracker
-from reports.interactive import policy_samples
-from reports.labels import policy_label
+from moalign.reports.interactive import policy_samples
+from moalign.reports.labels import policy_label
 
 
 @dataclass

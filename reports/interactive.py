@@ -23,7 +23,7 @@ import pandas as pd
 
 from moalign.data import atomic_path
 from moalign.pareto.front import non_dominated
-from reports.labels import interval, policy_label
+from moalign.reports.labels import interval, policy_label
 
 SYMBOLS = {"trained": "circle", "soup": "triangle-up"}
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from moalign.pareto.front import non_dominated  # noqa: E402
-from reports.labels import weights_label  # noqa: E402
+from moalign.reports.labels import weights_label  # noqa: E402
 
 MARKERS = {"base": "s", "trained": "o", "soup": "^"}
 

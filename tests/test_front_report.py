@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from moalign.pareto.uncertainty import PolicyScores
-from reports import build
-from reports.collect import Search
+from moalign.reports import build
+from moalign.reports.collect import Search
 
 DIRS = {"a": "maximize", "b": "maximize"}
 
@@ -52,7 +52,7 @@ def test_a_tracking_server_lost_mid_report_is_one_line(tmp_path, monkeypatch, ca
     """The report reads MLflow through the tracker: a server gone between two reads is one line, exit 2."""
     from moalign.cli import main
     from moalign.tracking import MlflowTracker
-    from reports import collect
+    from moalign.reports import collect
 
     from mlflow_server import MlflowServer
 

@@ -108,8 +108,8 @@ def test_seeds_give_one_run_per_policy_and_seed_and_a_front_of_means(tiny_llama,
     assert len(client.search_runs([client.get_experiment_by_name("seeds").experiment_id])) == 2 + 5 + 3
 
     # the report: each policy once with its interval, the seeds behind it, one curve per seed
-    from reports.build import build_report
-    from reports.collect import load_searches
+    from moalign.reports.build import build_report
+    from moalign.reports.collect import load_searches
 
     grid, soup = load_searches("seeds")
     assert grid.seeds == [0, 1] and grid.n_prompts == 3 and len(grid.policies) == 3 and len(grid.runs) == 5

@@ -57,3 +57,16 @@ def test_summary_mean_std_and_student_t_interval():
     half = 4.302652729911275 / 3 ** 0.5  # t(0.975, df=2) * std / sqrt(n), std = 1
     assert (row["mean"], row["std"], row["n"]) == (2.0, 1.0, 3)
     assert row["ci95_low"] == pytest.approx(2 - half) and row["ci95_high"] == pytest.approx(2 + half)
+
+
+def test_built_ins_install_under_moalign_and_the_quickstart_data_ships_with_it():
+    """No generic top-level `objectives`/`reports` in site-packages; the data travels as package data."""
+    from importlib.metadata import entry_points
+    from pathlib import Path
+
+    from moalign.data import quickstart_data
+
+    values = [ep.value for ep in entry_points(group="moalign.objectives") if ep.name in ("chrf", "verbosity")]
+    assert values and all(v.startswith("moalign.objectives.") for v in values)
+    import moalign.reports.build  # noqa: F401
+    assert Path(quickstart_data()).is_file() and Path(quickstart_data("samples.jsonl")).is_file()

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports import plots
+from moalign.reports import plots
 
 TABLE = pd.DataFrame({
     "role": ["base", "trained", "trained", "soup"],

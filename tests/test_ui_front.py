@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports import interactive
+from moalign.reports import interactive
 
 TABLE = pd.DataFrame({
     "role": ["base", "trained", "trained", "soup"],

@@ -14,7 +14,7 @@ import pytest
 
 from moalign.cli import main
 from moalign.tracking import MlflowTracker
-from reports.interactive import save_front_html
+from moalign.reports.interactive import save_front_html
 
 from mlflow_server import free_port
 from test_ui_front import DIRS, SAMPLES, TABLE, check_interactive_front, chromium

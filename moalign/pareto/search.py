@@ -156,8 +156,8 @@ def run_search(config: SearchConfig, tracker=None) -> SearchResult:
     if parent_id:
         with tempfile.TemporaryDirectory() as tmp:
             table.to_csv(Path(tmp) / "front.csv", index=False)
-            from reports.interactive import policy_samples, save_front_html
-            from reports.plots import save_front_png
+            from moalign.reports.interactive import policy_samples, save_front_html
+            from moalign.reports.plots import save_front_png
 
             title = config.name or config.strategy
             save_front_png(table, names, directions, Path(tmp) / "front.png", title=title)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from moalign.data import quickstart_data
 from moalign.errors import ConfigError
 from moalign.rl.kl import ESTIMATORS, check_anchor
 
@@ -193,7 +194,7 @@ class TrackingConfig:
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=lambda: DataConfig(train="pipelines/data/summaries.jsonl"))
+    data: DataConfig = field(default_factory=lambda: DataConfig(train=quickstart_data()))
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
