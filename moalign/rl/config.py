@@ -181,6 +181,42 @@ class OptimConfig:
         _check(self.micro_batch_size >= 1, f"optim.micro_batch_size must be >= 1, got {self.micro_batch_size}")
 
 
+DRAWS = ("dirichlet", "set")
+
+
+@dataclass
+class ConditioningConfig:
+    """One policy for every trade-off (Rewards-in-Context, Panacea, Conditioned Language Policies):
+    each prompt group is trained under its own weight vector, which scores its completions and is
+    stated in its prompt (`moalign/rl/conditioning.py` holds the one template)."""
+
+    enabled: bool = False
+    draw: str = "dirichlet"  # dirichlet: w ~ Dir(alpha) per prompt group | set: one of `weights`, uniformly
+    alpha: float | list[float] = 1.0  # dirichlet concentration, one number or one per objective (1: uniform on the simplex)
+    weights: list[list[float]] | None = None  # set: the weight vectors drawn from, one weight per objective each
+    given: str = "prompt"  # prompt: "[weights: chrf=0.70 verbosity=0.30]" opens the user's message
+
+    def __post_init__(self):
+        _check(self.draw in DRAWS, f"conditioning.draw must be one of {' | '.join(DRAWS)}, got {self.draw!r}")
+        _check(self.given == "prompt", f"conditioning.given must be 'prompt' (weights stated in the prompt), got {self.given!r}")
+        alphas = self.alpha if isinstance(self.alpha, (list, tuple)) else [self.alpha]
+        _check(len(alphas) > 0 and all(isinstance(a, (int, float)) and not isinstance(a, bool) and 0 < a < float("inf")
+                                       for a in alphas),  # NaN fails too
+               f"conditioning.alpha must be a finite number > 0 or a list of them, got {self.alpha!r}")
+        if self.draw == "set":
+            _check(isinstance(self.weights, (list, tuple)) and len(self.weights) > 0,
+                   "conditioning.weights: draw 'set' needs a list of weight vectors, e.g. [[1, 0], [0.5, 0.5], [0, 1]]")
+
+    def check_objectives(self, m: int) -> None:
+        """Sizes depend on the reward's objectives: one alpha (or one in all) and one weight per objective."""
+        if isinstance(self.alpha, (list, tuple)):
+            _check(len(self.alpha) == m, f"conditioning.alpha: got {len(self.alpha)} values for {m} objectives")
+        for i, w in enumerate(self.weights if self.draw == "set" else []):
+            numbers = isinstance(w, (list, tuple)) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in w)
+            _check(numbers and len(w) == m and all(0 <= x < float("inf") for x in w) and sum(w) > 0,
+                   f"conditioning.weights[{i}]: expected {m} non-negative weights (one per objective), not all 0, got {w!r}")
+
+
 @dataclass
 class TrackingConfig:
     enabled: bool = True
@@ -200,6 +236,7 @@ class TrainConfig:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)  # one weight-conditioned policy
     eval_objectives: dict = field(default_factory=dict)  # scored at evaluation only, beside the reward's
     seed: int = 0
     output_dir: str = "moalign_runs"  # checkpoints and adapters, one folder per run
@@ -213,3 +250,5 @@ class TrainConfig:
                    f"{self.algorithm.name!r} (a group to compare within), got {self.sampling.num_generations}")
         if isinstance(self.eval_objectives, (list, tuple)):
             self.eval_objectives = {str(n): {} for n in self.eval_objectives}
+        if self.conditioning.enabled:
+            self.conditioning.check_objectives(len(self.reward.objectives))

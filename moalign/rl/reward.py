@@ -62,7 +62,17 @@ class MultiObjectiveReward:
     def all_objectives(self) -> dict:
         return {**self.objectives, **self.constraint_only}
 
-    def __call__(self, batch: Batch):
+    def __call__(self, batch: Batch, weights: np.ndarray | None = None):
+        """`weights`: [N, m] per-sample weight vectors (a weight-conditioned policy's groups);
+        None: the configured weights. Only the scalarisation reads them: normalisation, the ideal
+        point and the constraints are the same under any weights."""
+        if weights is not None:
+            weights = np.asarray(weights, dtype=float)
+            if weights.shape != (len(batch), len(self.names)):
+                raise MoalignError(f"per-sample weights must be [{len(batch)}, {len(self.names)}] "
+                                   f"(samples x objectives), got {list(weights.shape)}")
+            if not (np.isfinite(weights).all() and (weights >= 0).all() and (weights.sum(1) > 0).all()):
+                raise MoalignError("per-sample weights must be non-negative and finite, with a positive sum in every row")
         raw = score(batch, self.all_objectives)
         values = raw[self.columns].to_numpy(dtype=float, copy=True)  # ours to blank out dropped rows
         if np.isinf(values).any():
@@ -76,7 +86,8 @@ class MultiObjectiveReward:
         m = len(self.names)
         F = to_minimize(normalized[:, :m], self.directions)
         scalarized = np.full(len(values), np.nan)
-        scalarized[valid] = -self.scalarizer(F[valid], self._ideal(values, F, valid, batch.groups))
+        scalarized[valid] = -self.scalarizer(F[valid], self._ideal(values, F, valid, batch.groups),
+                                             None if weights is None else weights[valid])
         reward = scalarized.copy()
         metrics = {"reward/scalarized": _mean(scalarized[valid]), "reward/dropped": int((~valid).sum())}
         reward[valid] -= self._constraint_costs(values[valid], metrics)

@@ -60,16 +60,27 @@ class Scalarizer:
         self._decomposition = {"weighted_sum": WeightedSum(), "pbi": PBI(theta=theta)}.get(kind, Tchebicheff())
         self._pymoo_weights = pbi_direction(self.weights) if kind == "pbi" else self.weights
 
-    def __call__(self, F: np.ndarray, ideal: np.ndarray | None = None) -> np.ndarray:
-        """`ideal`: one point [M], or one per row [N, M] (group normalisation); default: F's best."""
+    def __call__(self, F: np.ndarray, ideal: np.ndarray | None = None, weights: np.ndarray | None = None) -> np.ndarray:
+        """`ideal`: one point [M], or one per row [N, M] (group normalisation); default: F's best.
+        `weights`: one vector per row [N, M] (a weight-conditioned policy's groups, each normalised
+        to sum 1); default: the configured weights for every row."""
         F = np.atleast_2d(np.asarray(F, dtype=float))
         if len(F) == 0:
             return np.zeros(0)
+        if weights is None:
+            w, pymoo_w, kind = self.weights, self._pymoo_weights, "auto"
+        else:
+            w = np.asarray(weights, dtype=float)
+            if w.shape != F.shape:
+                raise ValueError(f"per-row weights must be [N, M] = {list(F.shape)}, got {list(w.shape)}")
+            w = w / w.sum(1, keepdims=True)
+            # pymoo pairs row i of F with row i of the weights in its "one_to_one" mode
+            pymoo_w, kind = (np.array([pbi_direction(r) for r in w]) if self.kind == "pbi" else w), "one_to_one"
         if self.kind == "weighted_sum":  # no ideal: a plain dot product, as TRL's weighted sum
-            return np.asarray(self._decomposition.do(F, self.weights), dtype=float).reshape(-1)
+            return np.asarray(self._decomposition.do(F, w, _type=kind), dtype=float).reshape(-1)
         offset = F - (F.min(0) if ideal is None else ideal)
         # pymoo takes one ideal point; offsets from a per-row ideal against a zero ideal are the same
-        cost = self._decomposition.do(offset, self._pymoo_weights, ideal_point=np.zeros(F.shape[1]))
+        cost = self._decomposition.do(offset, pymoo_w, _type=kind, ideal_point=np.zeros(F.shape[1]))
         if self.kind == "augmented_chebyshev":
             # pymoo has no augmented Tchebycheff (its AASF divides by the weights instead):
             # max_i w_i |f_i - z_i| + rho * sum_i |f_i - z_i|
