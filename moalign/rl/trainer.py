@@ -30,6 +30,7 @@ from moalign.rl.advantages import advantages_for
 from moalign.rl.checkpoint import load_checkpoint_state, restore_rng, save_checkpoint
 from moalign.rl.kl import AdaptiveKLController, kl_loss_term, kl_per_token, sequence_kl
 from moalign.rl.loss import policy_loss, token_mean
+from moalign.rl.conditioning import condition_prompt, draw_weights, evaluate_conditioned
 from moalign.rl.config import TrainConfig
 from moalign.rl.evaluation import batch_for, evaluate_policy
 from moalign.rl.policy import Policy
@@ -246,8 +247,12 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         for step in bar:
             step_start = t0 = time.perf_counter()
             rows = prompts_for_step(len(train_records), config.sampling.prompts_per_step, step, config.seed)
+            prompts, drawn = [train_records[i]["prompt"] for i in rows], None
+            if config.conditioning.enabled:  # each prompt group trains under its own weights, stated in its prompt
+                drawn = draw_weights(config.conditioning, len(reward_fn.names), len(rows), config.seed, step)
+                prompts = [condition_prompt(p, reward_fn.names, w) for p, w in zip(prompts, drawn)]
             policy.model.eval()  # no dropout while sampling
-            rollout = generate(policy.model, policy.tokenizer, [train_records[i]["prompt"] for i in rows],
+            rollout = generate(policy.model, policy.tokenizer, prompts,
                                config.sampling.num_generations, config.sampling.max_new_tokens,
                                config.sampling.temperature, config.sampling.top_k, config.sampling.top_p,
                                config.model.use_chat_template, seed=step_seed(config.seed, step))
@@ -257,7 +262,9 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             t0 = time.perf_counter()
             prompt_rows = [rows[i] for i in rollout.prompt_index]
             batch = batch_for(train_records, prompt_rows, rollout.texts, groups=rollout.prompt_index)
-            rewards, raw, metrics = reward_fn(batch)
+            rewards, raw, metrics = reward_fn(batch, None if drawn is None else drawn[rollout.prompt_index])
+            if drawn is not None:
+                metrics.update({f"conditioning/weight/{n}": float(drawn[:, j].mean()) for j, n in enumerate(reward_fn.names)})
             t_score = time.perf_counter() - t0
 
             kl_coef = kl_control.value if kl_control else algo.kl_coef
@@ -287,8 +294,13 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         bar.close()
         adapter_dir = run_dir / "adapter"
         policy.save(adapter_dir)
-        scores, samples = evaluate_policy(policy.model, policy.tokenizer, eval_records, eval_objectives,
-                                          config.sampling, config.model.use_chat_template, seed=config.seed)
+        if config.conditioning.enabled:  # a conditioned policy is evaluated at the configured weights
+            scores, samples = evaluate_conditioned(policy.model, policy.tokenizer, eval_records, eval_objectives,
+                                                   config.sampling, reward_fn.names, reward_fn.weights,
+                                                   config.model.use_chat_template, seed=config.seed)
+        else:
+            scores, samples = evaluate_policy(policy.model, policy.tokenizer, eval_records, eval_objectives,
+                                              config.sampling, config.model.use_chat_template, seed=config.seed)
     except KeyboardInterrupt:
         done = committed["n_history"] and history[committed["n_history"] - 1]["step"]
         if state["dirty"]:  # stopped part-way through an update: these weights belong to no step
