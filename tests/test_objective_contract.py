@@ -24,6 +24,9 @@ FACTORIES = {
     "self_bleu": lambda f: get_objective("self_bleu"),
     "embedding_diversity": lambda f: get_objective("embedding_diversity"),
     "evaluate": lambda f: get_objective("evaluate", path=f["word_overlap_module"], key="overlap", single_reference=True),
+    "coverage": lambda f: get_objective("coverage"),
+    "density": lambda f: get_objective("density"),
+    "novel_ngrams": lambda f: get_objective("novel_ngrams", n=1),
 }
 
 BATCH = Batch(
