@@ -1,8 +1,10 @@
-"""Log-probabilities of completions given prompts: shared by the likelihood objective and RL.
+"""Log-probabilities of completions given prompts, and sampling from shared prompts.
 
 Prompts are often most of the tokens and are shared (RL samples several completions a prompt),
 so `shared_prompt_logprobs` runs each prompt through the network once and reuses its key/value
 cache for every completion of that prompt; gradients flow back through the shared prompt.
+`generate_from_shared_prompts` does the same for sampling. This is the one module that hands a
+KV cache to transformers.
 """
 from __future__ import annotations
 
@@ -67,3 +69,36 @@ def shared_prompt_logprobs(model, prompt_ids, prompt_mask, rows, completion_ids,
                      use_cache=True, **{_CACHE: cache}).logits
         logits = torch.cat([logits, rest], 1)
     return gather_logprobs(logits, completion_ids, temperature, with_entropy)
+
+
+def _prompt_cache(model, prompt_ids, prompt_mask):
+    """The KV cache of `prompt_ids` [B, P] with positions as `generate` gives them (left padding),
+    or None where the model's cache cannot be repeated along the batch (see `generate_from_shared_prompts`)."""
+    from transformers import DynamicCache
+
+    position_ids = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids, use_cache=True,
+                logits_to_keep=1)
+    cache = out[_CACHE] if _CACHE in out else None
+    return cache if isinstance(cache, DynamicCache) else None
+
+
+def generate_from_shared_prompts(model, prompt_ids, prompt_mask, n: int, **generate_kwargs):
+    """`model.generate` on each prompt row repeated `n` times, the prompts prefilled once.
+
+    All prompt tokens but the last go through the network once per distinct prompt; their cache is
+    repeated to the `n` rows (`DynamicCache.batch_repeat_interleave`) and `generate` continues from
+    it, processing the last prompt token itself, so its first decoding step and its random draws are
+    those of a plain call on the repeated prompts: the same tokens under greedy decoding and the same
+    distribution (and, up to float rounding, the same draws under one seed) when sampling.
+    Returns None, having generated nothing, where the model's cache is not a `DynamicCache`
+    (recurrent or static caches): the caller falls back to the plain call.
+    """
+    ids, mask = prompt_ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0)
+    if prompt_ids.shape[1] < 2:
+        return None
+    cache = _prompt_cache(model, prompt_ids[:, :-1], prompt_mask[:, :-1])
+    if cache is None:
+        return None
+    cache.batch_repeat_interleave(n)
+    return model.generate(input_ids=ids, attention_mask=mask, use_cache=True, **{_CACHE: cache}, **generate_kwargs)

@@ -5,8 +5,17 @@ from dataclasses import dataclass
 
 import torch
 
-from moalign.logprobs import gather_logprobs, shared_prompt_logprobs
+from moalign.logprobs import gather_logprobs, generate_from_shared_prompts, shared_prompt_logprobs
 from moalign.models import format_prompt
+
+
+def _is_hf_model(model) -> bool:
+    """A transformers model or a peft wrapper of one: what the shared-prompt path may run a
+    forward pass on and hand a cache (decoding-time mixtures and other model-like objects are not)."""
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
+    return isinstance(model, (PreTrainedModel, PeftModel))
 
 
 @dataclass
@@ -26,11 +35,17 @@ class Rollout:
 
 @torch.no_grad()  # not inference_mode: the samples feed an autograd forward later
 def generate(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int = 0, top_p: float = 1.0, use_chat_template: bool = True, seed: int | None = None) -> Rollout:
+             top_k: int = 0, top_p: float = 1.0, use_chat_template: bool = True, seed: int | None = None,
+             share_prompt: bool = True, static_cache: bool = False) -> Rollout:
     """`n` completions per prompt, grouped (rows i*n ... i*n+n-1 belong to prompt i).
 
     `temperature == 0` decodes greedily. Seeding per call makes a step's samples reproducible,
     so a resumed run draws what the uninterrupted run would have drawn.
+    `share_prompt` prefills each distinct prompt once and repeats its KV cache to its `n` rows
+    (`moalign.logprobs.generate_from_shared_prompts`: same tokens as the plain call); models whose
+    cache cannot be repeated, and model-like objects that are no transformers/peft model, take the
+    plain call. `static_cache` (CUDA only, ignored on CPU) decodes with a static KV cache, which
+    transformers compiles with torch.compile; it takes the plain call.
     """
     if seed is not None:
         torch.manual_seed(seed)
@@ -38,11 +53,18 @@ def generate(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, 
     templated = use_chat_template and bool(getattr(tokenizer, "chat_template", None))
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated)
     device = next(model.parameters()).device
-    ids = enc["input_ids"].repeat_interleave(n, 0).to(device)
-    mask = enc["attention_mask"].repeat_interleave(n, 0).to(device)
+    prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     sampling = dict(do_sample=True, temperature=temperature, top_k=top_k or None, top_p=top_p) if temperature > 0 else dict(do_sample=False)
-    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
+    kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=tokenizer.eos_token_id, **sampling)
+    out = None
+    if static_cache and device.type == "cuda":
+        kwargs["cache_implementation"] = "static"
+    elif share_prompt and n > 1 and _is_hf_model(model):
+        out = generate_from_shared_prompts(model, prompt_ids, prompt_mask, n, **kwargs)
+    ids, mask = prompt_ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0)
+    if out is None:
+        out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
     completion = out[:, ids.shape[1]:]
     # Keep tokens up to and including the first EOS: stopping is one of the policy's actions.
     is_eos = completion == tokenizer.eos_token_id
