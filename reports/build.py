@@ -17,6 +17,7 @@ from moalign.pareto.front import expected_utility, reference_point
 from moalign.pareto.weights import weight_vectors
 from moalign.reports import interactive, plots
 from moalign.reports.collect import Search, load_searches
+from moalign.reports.flags import FlagConfig, legend, policy_checks, with_flags
 from moalign.reports.labels import interval, policy_label
 
 N_SAMPLE_PROMPTS = 3
@@ -28,6 +29,9 @@ h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:2em}.note{color:#6
 
 
 COMMON_WEIGHTS = {"method": "das-dennis", "n_partitions": 10}  # expected utility's weight set in every report
+# The parent run's cost metrics (totals over its policies' runs, reused ones included: the front
+# cost them) that the hypervolume is drawn against, and their axis labels.
+COSTS = {"cost/train_steps": "training steps (all runs)", "cost/wall_time_s": "wall-clock time of all runs (s)"}
 
 
 def _common_hypervolumes(searches: list[Search]) -> tuple[dict, np.ndarray]:
@@ -92,9 +96,24 @@ def _policy_table(search: Search) -> pd.DataFrame:
     table = pol[["role", "weights"]].copy()
     for o in evaluated:
         table[f"{o} [95% CI]"] = [interval(*v) for v in zip(pol[o], pol[f"{o}_ci_low"], pol[f"{o}_ci_high"])]
-    for c in ("n_seeds", "non_dominated", "train_steps", "wall_time_s", "run_ids"):
-        table[c] = pol[c]
+    for c in ("n_seeds", "non_dominated", "train_steps", "wall_time_s", "flags", "run_ids"):
+        if c in pol:
+            table[c] = pol[c]
     return table
+
+
+def _costs(searches: list[Search]) -> tuple[dict, list[str]]:
+    """Each search's cost metrics (those of COSTS its parent logged), and one note per search
+    that logged none (it predates cost tracking)."""
+    costs, notes = {}, []
+    for s in searches:
+        found = {k: float(s.metrics[k]) for k in COSTS if k in s.metrics}
+        if found:
+            costs[s.name] = found
+        else:
+            notes.append(f"{s.name}: its parent run has no {', '.join(COSTS)} (a search from before costs were "
+                         f"logged), so it is not drawn against cost.")
+    return costs, notes
 
 
 def _samples_side_by_side(search: Search) -> pd.DataFrame | None:
@@ -122,12 +141,13 @@ def _samples_side_by_side(search: Search) -> pd.DataFrame | None:
     return frame.reset_index(names="prompt")
 
 
-def _figures(searches: list[Search], common: dict) -> list[tuple[str, str, plt.Figure]]:
+def _figures(searches: list[Search], common: dict, costs: dict) -> list[tuple[str, str, plt.Figure]]:
     """(section title, caption, figure) in report order."""
     first = searches[0]
     figs = [("Pareto fronts", "Each panel is a pair of objectives; points are policies' means over seeds, thin "
              "lines through them their 95% intervals; thick lines join each search's non-dominated policies on "
-             "that pair; labels are reward weights.",
+             "that pair; labels are reward weights; red rings mark policies with reward-hacking flags (letters "
+             "as in each search's checks table).",
              plots.pareto_pairs_figure({s.name: s.policies for s in searches}, first.objectives, first.directions))]
     eval_cols = [c for c in first.directions if c in first.policies.columns]
     if len(eval_cols) >= 3:
@@ -138,12 +158,31 @@ def _figures(searches: list[Search], common: dict) -> list[tuple[str, str, plt.F
                  "bootstrap interval over evaluation prompts and seeds.",
                  plots.bar_figure({n: hv for n, (hv, _) in common.items()}, "hypervolume",
                                   {n: ci for n, (_, ci) in common.items()})))
+    if costs:
+        figs.append(("Hypervolume against cost", "Each search's hypervolume (common reference point; black: 95% "
+                     "bootstrap interval) against its parent run's cost/train_steps and cost/wall_time_s, totals "
+                     "over every run its front rests on (reused runs included). Up and to the left is cheaper "
+                     "for the same front.",
+                     plots.cost_figure(common, costs, COSTS)))
     for s in searches:
         if s.curves:
             metrics = ["reward/total"] + [f"rewards/{o}/mean" for o in s.objectives] + ["kl"]
             figs.append((f"Learning curves: {s.name}", "Per-step training metrics of each trained run.",
                          plots.curves_figure(s.curves, metrics)))
     return figs
+
+
+def _check_section(checks: pd.DataFrame, cfg: FlagConfig) -> tuple[pd.DataFrame, list[str]]:
+    """The checks as a table (policy, measured values, flags) and the legend under it."""
+    table = checks.copy()
+    table.insert(0, "policy", [policy_label(r, w) for r, w in zip(table.pop("role"), table.pop("weights"))])
+    table["flags"] = table["flags"].replace("", "-")
+    table = table.apply(lambda col: [("n/a" if np.isnan(v) else f"{v:.4g}") if isinstance(v, float) else v for v in col])
+    flagged = int((checks["flags"] != "").sum())
+    lines = [f"{flagged} of {len(checks)} policies flagged. A flag asks for a look at the samples; it is no verdict. "
+             "n/a: the check lacks its data (no base model, no likelihood objective, no logged KL: soups and the "
+             "base model are not trained)."] + legend(cfg)
+    return table, lines
 
 
 def _png(fig) -> bytes:
@@ -154,7 +193,8 @@ def _png(fig) -> bytes:
 
 
 FRONT_CAPTION_HTML = ("Each panel is a pair of objectives; points are policies' means over seeds, bars their 95% "
-                      "intervals; lines join each search's non-dominated policies on that pair. Hover a point for "
+                      "intervals; lines join each search's non-dominated policies on that pair; red rings mark "
+                      "reward-hacking flags (letters as in each search's checks table). Hover a point for "
                       "its weights, scores and a sample completion; click it for its MLflow run id.")
 
 
@@ -166,21 +206,35 @@ def _front_div(searches: list[Search]) -> str:
     return interactive.figure_div(fig)
 
 
+def _checks(searches: list[Search], cfg: FlagConfig) -> dict[str, pd.DataFrame]:
+    """The reward-hacking checks of each search's policies; each search's `policies` gains the
+    `flags` column that the tables and front figures mark."""
+    checks = {}
+    for s in searches:
+        checks[s.name] = policy_checks(s.policies, s.runs, s.run_samples, s.kl, cfg)
+        s.policies = with_flags(s.policies, checks[s.name])
+    return checks
+
+
 def build_report(experiment: str, out: str | Path, run_ids: list[str] | None = None,
-                 tracking_uri: str | None = None) -> list[Path]:
+                 tracking_uri: str | None = None, flags: FlagConfig | None = None) -> list[Path]:
     """Write `report.html` (self-contained: interactive fronts, plotly.js and images inlined) and
-    `report.md` (+ PNGs) into `out`; returns their paths."""
+    `report.md` (+ PNGs) into `out`; returns their paths. `flags` sets the reward-hacking
+    thresholds (moalign.reports.flags; default FlagConfig())."""
+    flags = flags or FlagConfig()
     searches = load_searches(experiment, run_ids, tracking_uri)
+    checks = _checks(searches, flags)
     common, ref = _common_hypervolumes(searches)
+    costs, cost_notes = _costs(searches)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d %H:%M")
     summary = _summary(searches, common, _common_utilities(searches))
-    figures = [(title, caption, _png(fig)) for title, caption, fig in _figures(searches, common)]
+    figures = [(title, caption, _png(fig)) for title, caption, fig in _figures(searches, common, costs)]
     notes = [f"Intervals are 95% percentile bootstrap intervals (prompts and seeds redrawn; hypervolume against "
              f"the common reference point); expected utility uses das-dennis weights "
              f"({COMMON_WEIGHTS['n_partitions']} partitions) and a min-max scale over every policy shown."] + \
-        [f"{s.name}: {_evidence(s)}, {s.n_bootstrap} resamples." for s in searches]
+        [f"{s.name}: {_evidence(s)}, {s.n_bootstrap} resamples." for s in searches] + cost_notes
     comparisons = _overlaps(common)
 
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>moalign report: {html.escape(experiment)}</title>"
@@ -214,6 +268,12 @@ def build_report(experiment: str, out: str | Path, run_ids: list[str] | None = N
               table.to_html(index=False, float_format=lambda v: f"{v:.4g}")]
         md += [f"## Policies: {s.name} ({s.strategy})", "", note, "",
                table.to_markdown(index=False, floatfmt=".4g"), ""]
+        check_table, lines = _check_section(checks[s.name], flags)
+        h += [f"<h2>Reward-hacking checks: {html.escape(s.name)}</h2>",
+              check_table.to_html(index=False),
+              "<p class='note'>" + "<br>".join(html.escape(x) for x in lines) + "</p>"]
+        md += [f"## Reward-hacking checks: {s.name}", "", check_table.to_markdown(index=False),
+               "", *(f"{x}  " for x in lines), ""]
         samples = _samples_side_by_side(s)
         if samples is not None:
             h += [f"<h2>Sample generations: {html.escape(s.name)}</h2>",

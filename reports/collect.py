@@ -31,6 +31,8 @@ class Search:
     n_bootstrap: int = 1000
     curves: dict = field(default_factory=dict)  # label -> DataFrame indexed by step
     samples: dict = field(default_factory=dict)  # policy label -> eval samples DataFrame (its first seed)
+    run_samples: dict = field(default_factory=dict)  # run key -> eval samples DataFrame (None: not logged)
+    kl: dict = field(default_factory=dict)  # run key -> the trainer's logged `kl` by step (trained runs)
 
     @property
     def n_prompts(self) -> int:
@@ -77,8 +79,10 @@ def load_search(tracker, parent) -> Search:
         row = {"key": key, "role": tags.get("moalign.role", "?"),
                "weights": ",".join(f"{w:.4f}" for w in weights) if weights else "", "seed": _seed(child),
                "run_id": child.info.run_id, "status": child.info.status,
-               "train_steps": int(metrics.get("train_steps", 0)),
-               "wall_time_s": metrics.get("train_wall_time_s", metrics.get("eval_wall_time_s", 0.0))}
+               # cost/...: what every child logs since costs were tracked; the older names before
+               "train_steps": int(metrics.get("cost/train_steps", metrics.get("train_steps", 0))),
+               "wall_time_s": metrics.get("cost/wall_time_s",
+                                          metrics.get("train_wall_time_s", metrics.get("eval_wall_time_s", 0.0)))}
         row.update({f"w_{o}": float(weights[i]) if weights else np.nan for i, o in enumerate(objectives)})
         row.update({k[5:]: v for k, v in metrics.items() if k.startswith("eval/")})
         rows.append(row)
@@ -94,7 +98,7 @@ def load_search(tracker, parent) -> Search:
     n_bootstrap = int(params.get("n_bootstrap", 1000))
     bounds = _bounds(params)
     policies = scores.estimate(objectives, dirs, ref, bounds, n_bootstrap).table
-    curves = {}
+    curves, kl = {}, {}
     for _, run in runs[runs["role"] == "trained"].iterrows():
         label = policy_label(run["role"], run["weights"])
         history = {}
@@ -102,10 +106,12 @@ def load_search(tracker, parent) -> Search:
             points = tracker.metric_history(run["run_id"], key)
             if points:
                 history[key] = pd.Series(points)
+        if "kl" in history:
+            kl[run["key"]] = history["kl"]
         curves[label if len(scores.seeds) == 1 else f"{label} s{run['seed']}"] = pd.DataFrame(history).sort_index()
     return Search(parent.info.run_id, parent.info.run_name or parent.info.run_id[:8], params.get("strategy", "?"),
                   objectives, directions, dict(parent.data.metrics), policies, runs, scores, bounds, n_bootstrap,
-                  curves, policy_samples(runs, samples))
+                  curves, policy_samples(runs, samples), samples, kl)
 
 
 def _parents(tracker, experiment: str, run_ids: list[str]) -> list:

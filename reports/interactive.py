@@ -2,8 +2,9 @@
 
 One scatter per pair of front objectives, every search overlaid: policies' means with their 95%
 intervals as error bars, each search's non-dominated policies on that pair joined, the base model
-marked. Hovering a point shows the policy's weights, every evaluated objective's mean and interval
-and one sample completion; clicking it puts its MLflow run ids in a box under the figure.
+marked, policies with a reward-hacking flag (`flags` column, moalign.reports.flags) ringed in red.
+Hovering a point shows the policy's weights, every evaluated objective's mean and interval, its
+flags and one sample completion; clicking it puts its MLflow run ids in a box under the figure.
 
 Pages are self-contained (plotly.js inlined, no CDN), so they open offline and in the MLflow UI's
 artifact viewer. That viewer shows HTML in an iframe sandboxed to scripts only (no clipboard, no
@@ -26,6 +27,7 @@ from moalign.pareto.front import non_dominated
 from moalign.reports.labels import interval, policy_label
 
 SYMBOLS = {"trained": "circle", "soup": "triangle-up"}
+FLAG_MARKER = {"symbol": "circle-open", "size": 24, "color": "red", "line": {"width": 2}}  # a red ring
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 PANELS_PER_ROW = 3
 SAMPLE_CHARS = 240  # of a completion, in a hover label
@@ -81,6 +83,8 @@ def hover_text(row: pd.Series, objectives: Sequence[str], samples: pd.DataFrame 
         lines.append(f"{html.escape(o)}: {interval(float(row[o]), float(low), float(high))}")
     if "seeds" in row:
         lines.append(f"seeds: {html.escape(str(row['seeds']))}")
+    if isinstance(row.get("flags"), str) and row["flags"]:
+        lines.append(f"<b style='color:red'>reward-hacking flags: {html.escape(row['flags'])}</b> (legend in the report)")
     if samples is not None and len(samples):
         first = samples.iloc[0]
         lines += [f"<i>prompt:</i> {_wrap(first['prompt'])}", f"<i>completion:</i> {_wrap(first['completion'])}"]
@@ -117,6 +121,7 @@ def front_figure(searches: Mapping[str, tuple[pd.DataFrame, Mapping[str, pd.Data
     cols = min(len(pairs), PANELS_PER_ROW)
     rows = math.ceil(len(pairs) / cols)
     fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.08, vertical_spacing=0.15 if rows > 1 else 0.1)
+    flag_legend = False  # one legend entry for the flags of every search
     for i, (name, (table, samples)) in enumerate(searches.items()):
         color = COLORS[i % len(COLORS)]
         table = table.reset_index(drop=True)
@@ -139,6 +144,16 @@ def front_figure(searches: Mapping[str, tuple[pd.DataFrame, Mapping[str, pd.Data
                     error_x=_error(part, x), error_y=_error(part, y),
                     hovertext=[hover[k] for k in np.flatnonzero(sel)], hoverinfo="text",
                     customdata=[ids[k] for k in np.flatnonzero(sel)]), row=r, col=c)
+            flagged = table["flags"].fillna("").astype(str).str.len().to_numpy() > 0 if "flags" in table \
+                else np.zeros(len(table), dtype=bool)
+            if flagged.any():  # a red ring around the policy's own marker, its flag letters beside
+                fig.add_trace(go.Scatter(
+                    x=table[x][flagged], y=table[y][flagged], mode="markers+text", marker=FLAG_MARKER,
+                    text=table["flags"][flagged].tolist(), textposition="bottom right", textfont={"color": "red"},
+                    name="reward-hacking flag", legendgroup="flags", showlegend=p == 0 and not flag_legend,
+                    hovertext=[hover[k] for k in np.flatnonzero(flagged)], hoverinfo="text",
+                    customdata=[ids[k] for k in np.flatnonzero(flagged)]), row=r, col=c)
+                flag_legend = flag_legend or p == 0
             pts = table[[x, y]].to_numpy(dtype=float)
             nd = non_dominated(pts, [directions[x], directions[y]])
             front = pts[nd][np.argsort(pts[nd, 0])]

@@ -16,6 +16,14 @@ from moalign.pareto.front import non_dominated  # noqa: E402
 from moalign.reports.labels import weights_label  # noqa: E402
 
 MARKERS = {"base": "s", "trained": "o", "soup": "^"}
+FLAG_STYLE = {"marker": "o", "facecolors": "none", "edgecolors": "red", "s": 190, "linewidth": 1.5}  # a red ring
+
+
+def _flagged(table: pd.DataFrame) -> np.ndarray:
+    """Mask of policies with a reward-hacking flag (`flags` column, see moalign.reports.flags)."""
+    if "flags" not in table:
+        return np.zeros(len(table), dtype=bool)
+    return table["flags"].fillna("").astype(str).str.len().to_numpy() > 0
 
 
 def _arrow(direction: str) -> str:
@@ -47,6 +55,11 @@ def plot_front(ax, table: pd.DataFrame, x: str, y: str, directions: dict, label:
                        s=60 if role == "base" else 40, alpha=0.9, edgecolor="black", linewidth=0.5,
                        label=f"{label} {role}".strip())
     _interval_lines(ax, table, x, y, pts, color)
+    flagged = _flagged(table)
+    if flagged.any():  # ringed in red, the flag letters beside (legend under the report's tables)
+        ax.scatter(pts[flagged, 0], pts[flagged, 1], label="reward-hacking flag", **FLAG_STYLE)
+        for p, letters in zip(pts[flagged], table["flags"][flagged]):
+            ax.annotate(letters, p, fontsize=8, xytext=(4, -10), textcoords="offset points", color="red")
     front = pts[nd][np.argsort(pts[nd, 0])]
     ax.plot(front[:, 0], front[:, 1], "-", color=color, alpha=0.7)
     for (_, row), p in zip(table.iterrows(), pts):
@@ -64,7 +77,9 @@ def pareto_pairs_figure(searches: dict[str, pd.DataFrame], objectives: Sequence[
     for ax, (x, y) in zip(axes[0], pairs):
         for i, (name, table) in enumerate(searches.items()):
             plot_front(ax, table, x, y, directions, label=name, color=f"C{i}")
-        ax.legend(fontsize=7)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))  # one "reward-hacking flag" entry, however many searches
+        ax.legend(unique.values(), unique.keys(), fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -96,6 +111,30 @@ def bar_figure(values: dict[str, float], ylabel: str, intervals: dict[str, tuple
             ax.errorbar(i, (low + high) / 2, yerr=(high - low) / 2, fmt="none", ecolor="black", capsize=5)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def cost_figure(hypervolumes: dict[str, tuple[float, tuple[float, float]]], costs: dict[str, dict[str, float]],
+                cost_labels: dict[str, str]):
+    """Hypervolume of each search (with its interval, drawn where finite) against each of its
+    costs, one panel per cost (`cost_labels`: key in `costs[search]` -> axis label). A search
+    missing a cost is left out of that panel."""
+    fig, axes = plt.subplots(1, len(cost_labels), figsize=(4.8 * len(cost_labels), 3.8), squeeze=False)
+    for ax, (key, label) in zip(axes[0], cost_labels.items()):
+        for i, (name, (hv, (low, high))) in enumerate(hypervolumes.items()):
+            x = costs.get(name, {}).get(key)
+            if x is None or not np.isfinite(x):
+                continue
+            if np.isfinite(low) and np.isfinite(high):  # a line, not symmetric bars: the interval need not centre on hv
+                ax.vlines(x, low, high, color="black", linewidth=1.2)
+            ax.scatter([x], [hv], color=f"C{i}", edgecolor="black", s=45, zorder=3, label=name)
+            ax.annotate(name, (x, hv), fontsize=8, xytext=(5, 3), textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.set_ylabel("hypervolume (common ref)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
