@@ -141,3 +141,31 @@ def test_bad_weights_are_one_line_errors(mix):
     with pytest.raises(MoalignError, match="positive sum"):
         with mix.mixed([0.0, 0.0]):
             pass
+
+
+def test_full_fine_tuning_endpoints_mix_their_distributions(tiny_llama, tmp_path):
+    """Endpoints saved as whole state dicts (`model.pt`, model.lora false) run as K models."""
+    from moalign.models import load_causal_lm
+
+    dirs, models = [], []
+    for i in range(2):
+        torch.manual_seed(i)
+        model = load_causal_lm(tiny_llama, device="cpu").eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        dirs.append(tmp_path / f"full{i}")
+        dirs[-1].mkdir()
+        torch.save(model.state_dict(), dirs[-1] / "model.pt")
+        models.append(model)
+    mix = DecodingMix(ModelConfig(name=tiny_llama, lora=False), dirs)
+    with mix.mixed([0.0, 1.0]) as policy:
+        assert torch.equal(tokens(policy, mix.tokenizer), tokens(models[1], mix.tokenizer))
+    batch = mix.tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    logp = [torch.log_softmax(m(**batch, position_ids=positions).logits[:, -1], -1) for m in models]
+    seen = FirstScores()
+    with mix.mixed([0.25, 0.75]) as policy:
+        policy.generate(**batch, max_new_tokens=1, logits_processor=[seen])
+    torch.testing.assert_close(torch.log_softmax(seen.scores, -1),
+                               torch.log_softmax(0.25 * logp[0] + 0.75 * logp[1], -1), atol=1e-5, rtol=1e-5)
