@@ -3,7 +3,8 @@ generate (`load_policy`), exported (`moalign.export`) or registered (`moalign.ml
 
 A reference is one of
 
-- an MLflow run id: a trained run, a run reused by another search, a soup, or the base model;
+- an MLflow run id: a trained run, a run reused by another search, a soup, a decoding-time mix,
+  or the base model;
 - ``EXPERIMENT/SEARCH@W1,W2[:sSEED]``: the policy at reward weights ``W1,W2`` (one per objective,
   in the search's order, matched to 4 decimals) on the front of the search whose parent run is
   named SEARCH in EXPERIMENT (the latest such search); ``EXPERIMENT/SEARCH@base`` is its base
@@ -13,7 +14,9 @@ A reference is one of
 
 Each is rebuilt from what MLflow records: a trained run from its adapter (the run's local folder if
 it is still there, else the logged ``adapter`` artifact), a reused run from the run it copied, a
-soup from its endpoints' adapters mixed by `AdapterSoup` (peft ``cat``), the base model as it is.
+soup from its endpoints' adapters mixed by `AdapterSoup` (peft ``cat``), a decoding-time mix from
+its endpoints' adapters run side by side by `DecodingMix` (no merged weights: it cannot be
+exported or registered), the base model as it is.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from moalign.rl.config import ModelConfig, TrainConfig
 
 REF_FORMS = "an MLflow run id, EXPERIMENT/SEARCH@W1,W2[:sSEED], EXPERIMENT/SEARCH@base, or an adapter folder"
 _SEARCH_REF = re.compile(r"(?P<experiment>.+)/(?P<search>[^/@]+)@(?P<policy>[^:@]+)(?::s(?P<seed>\d+))?")
-_KEY = re.compile(r"(?P<role>train|soup):(?P<weights>[^:]+):s(?P<seed>-?\d+)")  # children.child_key
+_KEY = re.compile(r"(?P<role>train|soup|mix):(?P<weights>[^:]+):s(?P<seed>-?\d+)")  # children.child_key
 TOLERANCE = 5e-5 + 1e-12  # keys hold weights to 4 decimals
 
 
@@ -39,12 +42,12 @@ TOLERANCE = 5e-5 + 1e-12  # keys hold weights to 4 decimals
 class PolicyRecord:
     """What a policy is, read from MLflow (or an adapter folder) without loading any weights."""
 
-    role: str  # trained | soup | base
+    role: str  # trained | soup | mix | base
     model: ModelConfig
     run_id: str | None = None  # the policy's own run; None for a bare adapter folder
     # the training config: a soup's is its first endpoint's, the base model's its search's
     config: TrainConfig | None = None
-    weights: list[float] | None = None  # reward weights (trained) or mixing weights (soup)
+    weights: list[float] | None = None  # reward weights (trained) or mixing weights (soup, mix)
     # where the weights live, one per adapter: a training run's id, or a local folder
     sources: list[str | Path] = field(default_factory=list)
     tracking_uri: str | None = None
@@ -108,11 +111,11 @@ def _run_record(tracker, run) -> PolicyRecord:
         config = _config(tracker, origin)
         return PolicyRecord("trained", config.model, run_id, config, config.reward.weights,
                             [origin.info.run_id], tracker.uri)
-    if role == "soup":
+    if role in ("soup", "mix"):
         weights = _mix_weights(run)
         endpoints = [_origin(tracker, tracker.get_run(i)) for i in _endpoint_ids(tracker, run, len(weights))]
         config = _config(tracker, endpoints[0])
-        return PolicyRecord("soup", config.model, run_id, config, weights, [e.info.run_id for e in endpoints], tracker.uri)
+        return PolicyRecord(role, config.model, run_id, config, weights, [e.info.run_id for e in endpoints], tracker.uri)
     if role == "base":
         config = _search_config(tracker, run)
         return PolicyRecord("base", config.model, run_id, config, tracking_uri=tracker.uri)
@@ -144,7 +147,8 @@ def _mix_weights(run) -> list[float]:
     try:
         return [float(w) for w in json.loads(run.data.params["reward.weights"])]
     except (KeyError, ValueError, TypeError):
-        raise MoalignError(f"soup run {run.info.run_id} has no param reward.weights (its mixing weights)") from None
+        raise MoalignError(f"{run.data.tags.get('moalign.role')} run {run.info.run_id} has no param reward.weights "
+                           f"(its mixing weights)") from None
 
 
 def _children(tracker, parent) -> dict[str, str]:
@@ -288,7 +292,9 @@ def weights_dir(source: str | Path, tracker, scratch: Path) -> Path:
 
 def build_policy(record: PolicyRecord, device: str | None = None):
     """(model, tokenizer) for `record`: the adapter (or the soup's mix) merged into the base
-    model's weights, so the model is a plain transformers model, the one `export` saves."""
+    model's weights, so the model is a plain transformers model, the one `export` saves; a
+    decoding-time mix is a `moalign.pareto.mixing.MixedPolicy`, which generates but has nothing
+    to save (it runs its endpoints side by side)."""
     from moalign.models import load_causal_lm, load_tokenizer
 
     from moalign.tracking import MlflowTracker
@@ -299,6 +305,11 @@ def build_policy(record: PolicyRecord, device: str | None = None):
         dirs = [weights_dir(s, tracker, Path(scratch) / str(i)) for i, s in enumerate(record.sources)]
         if record.role == "soup":
             model, tokenizer = _mix(model_cfg, dirs, record.weights, device)
+        elif record.role == "mix":  # the endpoints are loaded here, before the scratch folder goes
+            from moalign.pareto.mixing import DecodingMix
+
+            mix = DecodingMix(model_cfg, dirs, device)
+            model, tokenizer = mix.policy(record.weights), mix.tokenizer
         else:
             tokenizer = load_tokenizer(model_cfg.name, model_cfg.trust_remote_code)
             model = load_causal_lm(model_cfg.name, model_cfg.dtype, device, model_cfg.trust_remote_code)

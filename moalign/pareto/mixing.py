@@ -75,11 +75,15 @@ class DecodingMix:
         # eval for good: peft refuses `adapter_names` in training mode, and nothing here trains
         self.model.eval().requires_grad_(False)
 
+    def policy(self, weights: Sequence[float]) -> "MixedPolicy":
+        """The policy decoding with prod_i p_i^{w_i}, valid as long as this DecodingMix."""
+        return MixedPolicy(self, check_weights(weights, len(self.names)))
+
     @contextmanager
     def mixed(self, weights: Sequence[float]):
-        """The policy decoding with prod_i p_i^{w_i}; a context manager like AdapterSoup.mixed,
-        though nothing needs undoing: the mix lives in the decoding loop, not in the weights."""
-        yield MixedPolicy(self, check_weights(weights, len(self.names)))
+        """`policy(weights)` as a context manager like AdapterSoup.mixed, though nothing needs
+        undoing: the mix lives in the decoding loop, not in the weights."""
+        yield self.policy(weights)
 
     def logprobs(self, active: list[int], input_ids, attention_mask, position_ids, caches):
         """log p_i(. | prefix) at the last position, [len(active), N, V], for the endpoints
@@ -110,6 +114,7 @@ class MixedPolicy:
 
     def __init__(self, mix: DecodingMix, weights: list[float]):
         self.mix, self.weights = mix, weights
+        self.active = [i for i, w in enumerate(weights) if w != 0]  # a zero weight costs no forward
         self.training = False
         self.generation_config = mix.model.generation_config
 
@@ -150,7 +155,7 @@ class MixedPolicy:
                 warpers.append(TopKLogitsWarper(top_k))
             if top_p < 1.0:
                 warpers.append(TopPLogitsWarper(top_p))
-        active = [i for i, w in enumerate(self.weights) if w != 0]  # a zero weight costs no forward
+        active = self.active
         w = torch.tensor([self.weights[i] for i in active], device=input_ids.device).view(-1, 1, 1)
         caches = [None] * (1 if self.mix.models is None else len(active))
         ids, step_ids = input_ids, input_ids
