@@ -149,7 +149,8 @@ def curves_figure(curves: dict[str, pd.DataFrame], metrics: Sequence[str]):
         ax.set_title(metric, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    if axes[0][0].get_legend_handles_labels()[0]:  # runs copied by an older moalign carry no history
+        axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
