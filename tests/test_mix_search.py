@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 import moalign
 from moalign.config import from_dict, parse_yaml
-from moalign.generation import generate_rows
+from moalign.generation import generate_file, generate_rows
 from moalign.pareto.config import SearchConfig
 from moalign.tracking import MlflowTracker, resolve_tracking_uri
 
@@ -60,13 +60,19 @@ def test_mixing_search_evaluates_mixes_that_load_policy_rebuilds(tiny_llama, in_
         children["train:1.0000,0.0000:s0"].info.run_id, children["train:0.0000,1.0000:s0"].info.run_id]
     assert sorted(result.policies["role"]) == ["mix", "trained", "trained"]
 
-    # rebuilt by reference, the mix answers the held-out prompts as its evaluation did (same seed)
-    model, tokenizer = moalign.load_policy("mixing/mix@0.5,0.5")
+    # rebuilt by reference, the mix answers the held-out prompts as its evaluation did (same seed),
+    # through load_policy and through `moalign generate`
     recorded = MlflowTracker(None).read_table(mix.info.run_id, "eval_samples.json")
     prompts = list(dict.fromkeys(recorded["prompt"]))
-    assert prompts and set(prompts) <= set(PROMPTS)
-    rows = generate_rows(model, tokenizer, [{"prompt": p} for p in prompts], config.train.sampling,
-                         config.train.model.use_chat_template, seed=0, progress=False)
+    assert prompts and set(prompts) <= set(PROMPTS) and any(recorded["completion"])
+    held_out = in_tmp / "held_out.jsonl"
+    held_out.write_text("\n".join(json.dumps({"prompt": p}) for p in prompts))
+    generate_file("mixing/mix@0.5,0.5", held_out, in_tmp / "out.jsonl", progress=False)
+    rows = [json.loads(line) for line in (in_tmp / "out.jsonl").read_text().splitlines()]
     assert [r["completion"] for r in rows] == list(recorded["completion"])
+    model, tokenizer = moalign.load_policy(mix.info.run_id)
+    again = generate_rows(model, tokenizer, [{"prompt": p} for p in prompts], config.train.sampling,
+                          config.train.model.use_chat_template, seed=0, progress=False)
+    assert [r["completion"] for r in again] == list(recorded["completion"])
     with pytest.raises(moalign.MoalignError, match="no single set of weights"):
         model.save_pretrained(in_tmp / "export")
