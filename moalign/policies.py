@@ -34,7 +34,7 @@ from moalign.rl.config import ModelConfig, TrainConfig
 
 REF_FORMS = "an MLflow run id, EXPERIMENT/SEARCH@W1,W2[:sSEED], EXPERIMENT/SEARCH@base, or an adapter folder"
 _SEARCH_REF = re.compile(r"(?P<experiment>.+)/(?P<search>[^/@]+)@(?P<policy>[^:@]+)(?::s(?P<seed>\d+))?")
-_KEY = re.compile(r"(?P<role>train|soup|mix):(?P<weights>[^:]+):s(?P<seed>-?\d+)")  # children.child_key
+_KEY = re.compile(r"(?P<role>train|soup|mix|conditioned):(?P<weights>[^:]+):s(?P<seed>-?\d+)")  # children.child_key
 TOLERANCE = 5e-5 + 1e-12  # keys hold weights to 4 decimals
 
 
@@ -42,7 +42,7 @@ TOLERANCE = 5e-5 + 1e-12  # keys hold weights to 4 decimals
 class PolicyRecord:
     """What a policy is, read from MLflow (or an adapter folder) without loading any weights."""
 
-    role: str  # trained | soup | mix | base
+    role: str  # trained | soup | mix | base | conditioned (a weight-conditioned policy told `weights` in its prompts)
     model: ModelConfig
     run_id: str | None = None  # the policy's own run; None for a bare adapter folder
     # the training config: a soup's is its first endpoint's, the base model's its search's
@@ -106,16 +106,22 @@ def _run_record(tracker, run) -> PolicyRecord:
         raise MoalignError(f"run {run_id} is the search {run.info.run_name!r}, not a policy: name one of "
                            f"its policies, e.g. {experiment}/{run.info.run_name}@base")
     role = tags.get("moalign.role") or ("trained" if tags.get("moalign.kind") == "train" else None)
-    if role == "trained":
+    if role in ("trained", "conditioned-train"):
         origin = _origin(tracker, run)
         config = _config(tracker, origin)
-        return PolicyRecord("trained", config.model, run_id, config, config.reward.weights,
-                            [origin.info.run_id], tracker.uri)
+        # a weight-conditioned run is that policy told the weights it was evaluated at
+        return PolicyRecord("conditioned" if config.conditioning.enabled else "trained", config.model, run_id, config,
+                            config.reward.weights, [origin.info.run_id], tracker.uri)
     if role in ("soup", "mix"):
         weights = _mix_weights(run)
         endpoints = [_origin(tracker, tracker.get_run(i)) for i in _endpoint_ids(tracker, run, len(weights))]
         config = _config(tracker, endpoints[0])
         return PolicyRecord(role, config.model, run_id, config, weights, [e.info.run_id for e in endpoints], tracker.uri)
+    if role == "conditioned":  # one weight vector of a conditioned search: the training run's weights, told these
+        weights = _mix_weights(run)
+        trained = _origin(tracker, tracker.get_run(json.loads(tags["moalign.endpoints"])[0]))
+        config = _config(tracker, trained)
+        return PolicyRecord("conditioned", config.model, run_id, config, weights, [trained.info.run_id], tracker.uri)
     if role == "base":
         config = _search_config(tracker, run)
         return PolicyRecord("base", config.model, run_id, config, tracking_uri=tracker.uri)
@@ -183,7 +189,7 @@ def _search_config(tracker, base) -> TrainConfig:
     """The base model's settings: those of a training run of its search (every search has one)."""
     parent_id = base.data.tags.get("mlflow.parentRunId")
     children = _children(tracker, tracker.get_run(parent_id)) if parent_id else {}
-    trained = [run_id for key, run_id in children.items() if key.startswith("train:")]
+    trained = [run_id for key, run_id in children.items() if key.startswith(("train:", "conditioned-train:"))]
     if not trained:
         raise MoalignError(f"base run {base.info.run_id}: its search has no finished training run to read "
                            f"the model settings from")
@@ -315,6 +321,11 @@ def build_policy(record: PolicyRecord, device: str | None = None):
             model = load_causal_lm(model_cfg.name, model_cfg.dtype, device, model_cfg.trust_remote_code)
             if dirs:
                 model = _apply(model, model_cfg, dirs[0])
+    if record.role == "conditioned":  # its chat template states the weights, wherever prompts go through it
+        from moalign.rl.conditioning import conditioned_tokenizer
+
+        names = list(record.config.reward.objectives)
+        tokenizer = conditioned_tokenizer(tokenizer, names, record.weights or [1.0] * len(names))  # None: equal
     tokenizer.padding_side = "left"  # generation continues from the right edge of every row
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval(), tokenizer

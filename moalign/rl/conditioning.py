@@ -12,8 +12,10 @@ The weights reach the policy as text opening the user's message, ``[weights: chr
 verbosity=0.30]``, then the prompt on the next line: objective names and plain decimals, which
 a chat model reads as it reads any instruction. Drawn weights are rounded to what the text shows
 (hundredths that still sum to 1), so the policy is told exactly the weights that score it.
-`condition_prompt` is the only place the template is written; training, evaluation and
-`moalign.load_policy` all go through it.
+`condition_prompt` is the only place the template is written. Training writes it into each
+group's prompt; everything after training (evaluation at one weight vector, a conditioned search's
+policies, `moalign.load_policy`, `moalign generate`, exports) gets a tokenizer whose chat template
+writes it (`conditioned_tokenizer`), so prompts stay themselves in every table and objective.
 """
 from __future__ import annotations
 
@@ -70,21 +72,29 @@ def draw_weights(config: ConditioningConfig, m: int, n_groups: int, seed: int, s
     return np.array([round_weights(w) for w in drawn])
 
 
-def conditioned_records(records: list[dict], names: list[str], weights) -> list[dict]:
-    """Copies of `records` whose prompt states `weights`: what `evaluate_policy` needs to evaluate
-    a conditioned policy at one weight vector (`evaluate_conditioned` puts the prompts back)."""
-    return [{**r, "prompt": condition_prompt(r["prompt"], names, weights)} for r in records]
+def conditioned_tokenizer(tokenizer, names: list[str], weights):
+    """A copy of `tokenizer` whose chat template states `weights` before every user message, so
+    that whatever formats prompts through it (evaluation, `moalign generate`, `load_policy`, an
+    exported model, the MLflow model) asks the conditioned policy for that trade-off, while each
+    prompt stays itself everywhere else (objectives score it, fronts line policies up by it).
 
+    A tokenizer without a chat template gets one that writes the statement and the prompt (after
+    the BOS token if the tokenizer adds one), the text training gave it.
+    """
+    import copy
+    import json
 
-def evaluate_conditioned(model, tokenizer, records: list[dict], objectives: dict, sampling, names: list[str], weights,
-                         use_chat_template: bool = True, seed: int = 0):
-    """`evaluate_policy` of a conditioned policy at `weights`. The samples table names each
-    sample's original prompt, so a front lines conditioned policies up prompt by prompt with every
-    other policy (objectives that read the prompt see the conditioned one, as the policy did)."""
-    from moalign.rl.evaluation import evaluate_policy
-
-    scores, samples = evaluate_policy(model, tokenizer, conditioned_records(records, names, weights), objectives,
-                                      sampling, use_chat_template, seed=seed)
-    by_text = {condition_prompt(r["prompt"], names, weights): r["prompt"] for r in records}
-    samples["prompt"] = samples["prompt"].map(by_text)
-    return scores, samples
+    statement = json.dumps(condition_prompt("", names, weights))  # a Jinja string literal, escapes included
+    original = tokenizer.chat_template
+    if not original:
+        bos = tokenizer.bos_token is not None and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]
+        original = ("{{ bos_token }}" if bos else "") + "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+    # rebinds `messages` for the rest of the template; no whitespace is added before the original
+    rewrite = ("{%- set ns = namespace(messages=[]) -%}{%- for message in messages -%}"
+               "{%- if message['role'] == 'user' -%}"
+               f"{{%- set ns.messages = ns.messages + [dict(message, content={statement} ~ message['content'])] -%}}"
+               "{%- else -%}{%- set ns.messages = ns.messages + [message] -%}{%- endif -%}{%- endfor -%}"
+               "{%- set messages = ns.messages %}")
+    conditioned = copy.deepcopy(tokenizer)
+    conditioned.chat_template = rewrite + original
+    return conditioned

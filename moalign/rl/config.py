@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from moalign.data import quickstart_data
 from moalign.errors import ConfigError
@@ -192,7 +193,7 @@ class ConditioningConfig:
 
     enabled: bool = False
     draw: str = "dirichlet"  # dirichlet: w ~ Dir(alpha) per prompt group | set: one of `weights`, uniformly
-    alpha: float | list[float] = 1.0  # dirichlet concentration, one number or one per objective (1: uniform on the simplex)
+    alpha: Any = 1.0  # dirichlet concentration: one number, or a list of one per objective (1: uniform on the simplex)
     weights: list[list[float]] | None = None  # set: the weight vectors drawn from, one weight per objective each
     given: str = "prompt"  # prompt: "[weights: chrf=0.70 verbosity=0.30]" opens the user's message
 
@@ -252,3 +253,6 @@ class TrainConfig:
             self.eval_objectives = {str(n): {} for n in self.eval_objectives}
         if self.conditioning.enabled:
             self.conditioning.check_objectives(len(self.reward.objectives))
+            # evaluation, load_policy and exports state the weights through the tokenizer's chat template
+            _check(self.model.use_chat_template, "conditioning.enabled needs model.use_chat_template: true "
+                   "(a conditioned policy is told its weights through the chat template)")

@@ -30,7 +30,7 @@ from moalign.rl.advantages import advantages_for
 from moalign.rl.checkpoint import load_checkpoint_state, restore_rng, save_checkpoint
 from moalign.rl.kl import AdaptiveKLController, kl_loss_term, kl_per_token, sequence_kl
 from moalign.rl.loss import policy_loss, token_mean
-from moalign.rl.conditioning import condition_prompt, draw_weights, evaluate_conditioned
+from moalign.rl.conditioning import condition_prompt, conditioned_tokenizer, draw_weights
 from moalign.rl.config import TrainConfig
 from moalign.rl.evaluation import batch_for, evaluate_policy
 from moalign.rl.policy import Policy
@@ -294,13 +294,11 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         bar.close()
         adapter_dir = run_dir / "adapter"
         policy.save(adapter_dir)
-        if config.conditioning.enabled:  # a conditioned policy is evaluated at the configured weights
-            scores, samples = evaluate_conditioned(policy.model, policy.tokenizer, eval_records, eval_objectives,
-                                                   config.sampling, reward_fn.names, reward_fn.weights,
-                                                   config.model.use_chat_template, seed=config.seed)
-        else:
-            scores, samples = evaluate_policy(policy.model, policy.tokenizer, eval_records, eval_objectives,
-                                              config.sampling, config.model.use_chat_template, seed=config.seed)
+        tokenizer = policy.tokenizer  # a conditioned policy is evaluated at the configured weights
+        if config.conditioning.enabled:
+            tokenizer = conditioned_tokenizer(tokenizer, reward_fn.names, reward_fn.weights)
+        scores, samples = evaluate_policy(policy.model, tokenizer, eval_records, eval_objectives,
+                                          config.sampling, config.model.use_chat_template, seed=config.seed)
     except KeyboardInterrupt:
         done = committed["n_history"] and history[committed["n_history"] - 1]["step"]
         if state["dirty"]:  # stopped part-way through an update: these weights belong to no step

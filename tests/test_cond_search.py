@@ -1,0 +1,80 @@
+"""A conditioned search from a pipeline YAML: one conditioned training run, one evaluation child per
+weight vector (no more training), and each child usable by load_policy / moalign generate, told
+its weights through the tokenizer's chat template."""
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import moalign
+from moalign.generation import generate_file
+from moalign.models import format_prompt
+from moalign.pipeline import load_pipeline
+from moalign.policies import find_policy
+
+from rl_helpers import write_prompts
+
+PIPELINE = """
+experiment: cond
+train:
+  model: {{name: {model}, lora_r: 8}}
+  data: {{train: {data}}}
+  sampling: {{num_generations: 2, prompts_per_step: 2, max_new_tokens: 4}}
+  reward:
+    objectives: {{good: {{type: word_share, word: good}}, bad: {{type: word_share, word: bad}}}}
+  algorithm: {{name: rloo, kl_coef: 0.0}}
+  optim: {{steps: 2, lr: 0.02}}
+  conditioning: {{draw: dirichlet, alpha: 0.5}}
+  tracking: {{tracking_uri: {uri}, samples_every: 0}}
+  output_dir: {runs}
+  checkpoint_every: 2
+  progress: false
+searches:
+  - {{strategy: conditioned, name: cond, weights: [[1, 0], [0.5, 0.5], [0, 1]], evaluate_base: false}}
+report: {{enabled: false}}
+"""
+
+
+def test_a_conditioned_search_trains_once_and_evaluates_every_weight_vector(tiny_llama, in_tmp):
+    uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
+    path = in_tmp / "pipeline.yaml"
+    path.write_text(PIPELINE.format(model=tiny_llama, data=write_prompts(in_tmp / "prompts.jsonl"), uri=uri,
+                                    runs=in_tmp / "runs"))
+    _, (search,) = load_pipeline(path)
+    result = moalign.search(search)
+
+    runs = dict(zip(result.runs["key"], result.runs["run_id"]))
+    keys = ["conditioned:1.0000,0.0000:s0", "conditioned:0.5000,0.5000:s0", "conditioned:0.0000,1.0000:s0"]
+    assert sorted(runs) == sorted(keys)  # the training run is no point of the front
+    assert result.policies["role"].tolist() == ["conditioned"] * 3
+    client = MlflowClient(uri)
+    trained = client.search_runs([client.get_experiment_by_name("cond").experiment_id],
+                                 "tags.`moalign.role` = 'conditioned-train'")
+    assert len(trained) == 1 and trained[0].data.params["conditioning.enabled"].lower() == "true"
+    assert "conditioning/weight/good" in trained[0].data.metrics
+    for key in keys:
+        child = client.get_run(runs[key])
+        assert json.loads(child.data.tags["moalign.endpoints"]) == [trained[0].info.run_id]
+        assert child.data.metrics["cost/train_steps"] == 0  # evaluated, not trained
+
+    record = find_policy("cond/cond@0.5,0.5", uri)
+    assert record.role == "conditioned" and record.weights == [0.5, 0.5]
+    assert record.sources == [trained[0].info.run_id]
+    model, tokenizer = moalign.load_policy("cond/cond@0.5,0.5", uri)
+    assert format_prompt(tokenizer, "the cat") == "[weights: good=0.50 bad=0.50]\nthe cat"
+
+    out, prompts = in_tmp / "out.jsonl", in_tmp / "two.jsonl"
+    prompts.write_text('{"prompt": "the cat sat"}\n{"prompt": "a dog was"}\n')
+    assert generate_file("cond/cond@1,0", prompts, out, tracking_uri=uri, progress=False) == 2
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[0]["prompt"] == "the cat sat"  # the prompt itself; the weights went through the template
+
+
+def test_conditioning_needs_the_chat_template():
+    from moalign import ConfigError
+    from moalign.config import from_dict
+    from moalign.rl.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="conditioning.enabled needs model.use_chat_template: true"):
+        from_dict(TrainConfig, {"data": {"train": "x.jsonl"}, "model": {"use_chat_template": False},
+                                "conditioning": {"enabled": True}})
