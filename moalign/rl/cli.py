@@ -51,6 +51,9 @@ def check_environment(config: TrainConfig) -> None:
     output folder. Errors name the key (`model.name: ...`, `output_dir: ...`)."""
     from moalign.data import check_writable
     from moalign.models import check_model
+    from moalign.rl.distributed import check_world_size
+
+    check_world_size(config)  # a launcher's processes must share each step's prompt groups evenly
 
     for key, check in (("model.name", lambda: check_model(config.model.name)),
                        ("output_dir", lambda: check_writable(config.output_dir, directory=True))):

@@ -31,6 +31,7 @@ from moalign.rl.checkpoint import load_checkpoint_state, restore_rng, save_check
 from moalign.rl.kl import AdaptiveKLController, kl_loss_term, kl_per_token, sequence_kl
 from moalign.rl.loss import policy_loss, token_mean
 from moalign.rl.conditioning import condition_prompt, conditioned_tokenizer, draw_weights
+from moalign.rl.distributed import Processes, share_scoring
 from moalign.rl.config import TrainConfig
 from moalign.rl.evaluation import batch_for, evaluate_policy
 from moalign.rl.policy import Policy
@@ -82,20 +83,25 @@ def check_objective_fields(objectives: dict, records: list[dict]) -> None:
         objective.check_fields(probe)
 
 
-def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainConfig, kl_coef: float, state: dict) -> dict:
+def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainConfig, kl_coef: float, state: dict,
+                  processes: Processes | None = None) -> dict:
     """One step's update: reference log-probs, KL placement, advantages, then `inner_epochs` passes of
     the (clipped) policy loss plus the KL term, each ending in an optimizer step.
 
     `state["dirty"]` turns True at the first optimizer step: from then until the trainer records the
     step, the weights belong to no recorded step, and an interrupt must not checkpoint them.
+
+    Across processes (`processes`) `rollout` and `rewards` are this process's share; the token count,
+    advantages, gradients and returned metrics are the global batch's (see `moalign.rl.distributed`).
     """
+    processes = processes or Processes()
     algo, optim = config.algorithm, config.optim
     device, T, temp = policy.device, rollout.n_completion, config.sampling.temperature
     G = config.sampling.num_generations
     ids, attn = rollout.input_ids.to(device), rollout.attention_mask.to(device)
     valid = torch.as_tensor(np.isfinite(rewards), device=device)  # samples an objective dropped carry NaN
     mask = (rollout.completion_mask.to(device) & valid.unsqueeze(1)).float()
-    n_tokens = mask.sum().clamp(min=1)
+    n_tokens = processes.sum(mask.sum()).clamp(min=1)  # the global count: shares' losses add up to the token mean
     rows = max(1, optim.micro_batch_size // G) * G  # micro-batches hold whole groups
     chunks = [slice(i, i + rows) for i in range(0, ids.shape[0], rows)]
     timings = {}
@@ -116,7 +122,8 @@ def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainCon
 
     if algo.kl_in_reward and kl_coef > 0:
         rewards = rewards - kl_coef * sequence_kl(old_lp, ref_lp, mask, algo.kl_estimator)
-    adv = torch.tensor(advantages_for(algo, rewards, G, state), device=device, dtype=torch.float32).unsqueeze(1)
+    all_adv = advantages_for(algo, np.asarray(processes.gather(list(rewards))), G, state)  # baselines of the global batch
+    adv = torch.tensor(all_adv[processes.shard(len(all_adv))], device=device, dtype=torch.float32).unsqueeze(1)
 
     t0 = time.perf_counter()
     clip = algo.clip_eps if (algo.clip_eps and algo.inner_epochs > 1) else None
@@ -136,14 +143,16 @@ def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainCon
             if epoch == 0:
                 sums["kl"] += float(token_mean(kl_per_token(logp.detach(), ref_lp[c], algo.kl_estimator), m, n_tokens))
                 sums["entropy"] += float(token_mean(entropy, m, n_tokens))
+        processes.sum_gradients(policy.parameters())
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), optim.max_grad_norm)
         state["dirty"] = True
         state["optimizer"].step()
         state["optimizer"].zero_grad(set_to_none=True)
     state["scheduler"].step()
     timings["time/update"] = time.perf_counter() - t0
-    return {**sums, "grad_norm": float(grad_norm), "advantage_std": float(adv.std()), "kl_coef": kl_coef,
-            "lr": state["scheduler"].get_last_lr()[0], "samples_dropped": float((~valid).sum()), **timings}
+    sums = processes.sum_floats({**sums, "samples_dropped": float((~valid).sum())})
+    return {**sums, "grad_norm": float(grad_norm), "advantage_std": float(torch.tensor(all_adv, device=device, dtype=torch.float32).std()),
+            "kl_coef": kl_coef, "lr": state["scheduler"].get_last_lr()[0], **timings}
 
 
 def _end_run(tracker, run_id, status: str) -> None:
@@ -163,16 +172,20 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
     when it was stopped before its first checkpoint.
     """
     started = time.perf_counter()
+    processes = Processes.launched(config)  # one process, or this one's place among the launcher's
     train_records, eval_records = load_data(config)
     reward_fn = MultiObjectiveReward(config.reward)
     extra = build_objectives(config.eval_objectives) if config.eval_objectives else {}
     eval_objectives = {**reward_fn.all_objectives, **extra}
     check_objective_fields(reward_fn.all_objectives, train_records)
     check_objective_fields(eval_objectives, eval_records)
+    share_scoring(reward_fn, processes)  # after eval_objectives took the plain ones: only the main process evaluates
     algo = config.algorithm
 
     # Everything that can fail on the user's input fails before an MLflow run exists.
     tracker = tracker or make_tracker(config.tracking.enabled, config.tracking.experiment, config.tracking.tracking_uri)
+    if not processes.is_main:  # one process talks to MLflow
+        tracker = make_tracker(False, config.tracking.experiment, None)
     resume_state = None
     if resume_run_id:
         run_dir = Path(config.output_dir) / resume_run_id
@@ -180,7 +193,8 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         resume_state = load_checkpoint_state(checkpoint_dir)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    policy = Policy(config.model, adapter_dir=resume_state["adapter_dir"] if resume_state else None)
+    policy = Policy(config.model, device=processes.device, adapter_dir=resume_state["adapter_dir"] if resume_state else None)
+    processes.broadcast_parameters(policy.parameters())
 
     if resume_run_id:
         run_id = resume_run_id
@@ -189,6 +203,8 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         run_id = tracker.start_run(config.tracking.run_name, tags, parent_run_id)
         run_dir = Path(config.output_dir) / (run_id or f"untracked-{uuid.uuid4().hex[:12]}")
         checkpoint_dir = run_dir / "checkpoint"
+    run_id, run_dir = processes.broadcast((run_id, run_dir))  # the main process's run
+    checkpoint_dir = run_dir / "checkpoint"
     try:
         if not resume_state:  # a fresh run, or one stopped before its first checkpoint: same values again
             tracker.log_params(run_id, {**asdict(config), "objective_params": {n: o.get_params() for n, o in eval_objectives.items()}})
@@ -236,12 +252,13 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         pending_metrics.clear()
         pending_samples.clear()
         trainer_state = {k: v for k, v in committed.items() if k != "n_history"}
-        save_checkpoint(checkpoint_dir, policy, optimizer, scheduler, step,
-                        {**trainer_state, "history": history[: committed["n_history"]]})
+        if processes.is_main:  # one writer; every process reads it on resume
+            save_checkpoint(checkpoint_dir, policy, optimizer, scheduler, step,
+                            {**trainer_state, "history": history[: committed["n_history"]]})
         last_checkpoint = step
 
     step = start_step
-    bar = tqdm(range(start_step + 1, config.optim.steps + 1), desc="train", disable=not config.progress,
+    bar = tqdm(range(start_step + 1, config.optim.steps + 1), desc="train", disable=not (config.progress and processes.is_main),
                initial=start_step, total=config.optim.steps)
     try:
         for step in bar:
@@ -252,33 +269,36 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
                 drawn = draw_weights(config.conditioning, len(reward_fn.names), len(rows), config.seed, step)
                 prompts = [condition_prompt(p, reward_fn.names, w) for p, w in zip(prompts, drawn)]
             policy.model.eval()  # no dropout while sampling
-            rollout = generate(policy.model, policy.tokenizer, prompts,
+            mine = processes.shard(len(rows))  # this process's share of the prompt groups
+            rollout = generate(policy.model, policy.tokenizer, prompts[mine],
                                config.sampling.num_generations, config.sampling.max_new_tokens,
                                config.sampling.temperature, config.sampling.top_k, config.sampling.top_p,
-                               config.model.use_chat_template, seed=step_seed(config.seed, step))
+                               config.model.use_chat_template, seed=processes.seed(step_seed(config.seed, step)))
             policy.model.train()
             t_generate = time.perf_counter() - t0
 
             t0 = time.perf_counter()
-            prompt_rows = [rows[i] for i in rollout.prompt_index]
-            batch = batch_for(train_records, prompt_rows, rollout.texts, groups=rollout.prompt_index)
-            rewards, raw, metrics = reward_fn(batch, None if drawn is None else drawn[rollout.prompt_index])
+            # Every process scores the global batch (its own share, see share_scoring): global reward statistics.
+            index = processes.gather([mine.start + i for i in rollout.prompt_index])
+            prompt_rows = [rows[i] for i in index]
+            batch = batch_for(train_records, prompt_rows, processes.gather(rollout.texts), groups=index)
+            rewards, raw, metrics = reward_fn(batch, None if drawn is None else drawn[index])
             if drawn is not None:
                 metrics.update({f"conditioning/weight/{n}": float(drawn[:, j].mean()) for j, n in enumerate(reward_fn.names)})
             t_score = time.perf_counter() - t0
 
             kl_coef = kl_control.value if kl_control else algo.kl_coef
-            update = policy_update(policy, rollout, rewards, config, kl_coef, state)
+            update = policy_update(policy, rollout, rewards[processes.shard(len(rewards))], config, kl_coef, state, processes)
             if not math.isfinite(update["loss"]):
                 raise MoalignError(f"step {step}: loss is not finite; lower optim.lr or raise algorithm.kl_coef")
             if kl_control:
                 kl_control.update(update["kl"])
-            n_tokens = int(rollout.completion_mask.sum())
+            n_tokens = int(processes.sum(rollout.completion_mask.sum()))
             step_time = time.perf_counter() - step_start
             metrics.update(update)
             metrics.update({"time/generate": t_generate, "time/score": t_score, "time/step": step_time,
-                            "tokens_per_s": n_tokens / step_time, "samples_per_s": len(rollout.texts) / step_time,
-                            "completion_tokens/mean": n_tokens / len(rollout.texts)})
+                            "tokens_per_s": n_tokens / step_time, "samples_per_s": len(batch) / step_time,
+                            "completion_tokens/mean": n_tokens / len(batch)})
             metrics = {k: float(v) for k, v in metrics.items()}
             # The step is recorded: weights, optimizer, reward and history now agree on `step`.
             history.append({"step": step, **metrics})
@@ -293,6 +313,9 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
                 checkpoint(step)
         bar.close()
         adapter_dir = run_dir / "adapter"
+        if not processes.is_main:  # the main process saves, evaluates and logs the adapter every process holds
+            return TrainResult(run_id, run_dir, adapter_dir, config.optim.steps, {}, pd.DataFrame(history),
+                               pd.DataFrame(), time.perf_counter() - started)
         policy.save(adapter_dir)
         tokenizer = policy.tokenizer  # a conditioned policy is evaluated at the configured weights
         if config.conditioning.enabled:

@@ -1,0 +1,168 @@
+"""One training run over two processes (gloo on CPU) equals the one-process run.
+
+Two workers are started as torchrun would start them (RANK, WORLD_SIZE, MASTER_ADDR/PORT on
+127.0.0.1), each running `trainer.train`. Sampling uses top_k=1 so that which process generates a
+prompt cannot change its completions (a sampled token would depend on the process's random
+stream): everything else (global token mean, REINFORCE's batch baseline, running normalisation,
+Lagrange multipliers, summed gradients) must then reproduce the one-process step to float precision.
+The workers are interrupted inside step 3 and resumed, so resume on every process is covered too.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from moalign.cli import main
+from moalign.rl import trainer
+from moalign.rl.config import AlgorithmConfig, OptimConfig, RewardConfig, SamplingConfig, TrackingConfig
+
+from rl_helpers import tiny_config, write_prompts
+
+WORKER = """
+import json, os, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import torch
+import rl_helpers  # registers word_share
+from moalign.config import from_dict
+from moalign.rl import trainer
+from moalign.rl.config import TrainConfig
+from moalign.tracking import NullTracker
+
+
+class Recorder(NullTracker):
+    # what reaches this process's tracker: the trainer must send it nothing but on rank 0
+
+    def __init__(self):
+        self.events = []
+
+    def start_run(self, run_name=None, tags=None, parent_run_id=None):
+        self.events.append(("start_run",))
+        return "run0"
+
+    def resume_run(self, run_id):
+        self.events.append(("resume_run", run_id))
+
+    def log_metrics(self, run_id, rows):
+        self.events += [("metrics", step, metrics.get("loss")) for step, metrics in rows]
+
+    def end_run(self, run_id, status="FINISHED"):
+        self.events.append(("end_run", status))
+
+
+recorder = Recorder()
+config = from_dict(TrainConfig, json.loads(Path("config.json").read_text()))
+rank = int(os.environ["RANK"])
+policies, real_update = [], trainer.policy_update
+
+
+class Capture(trainer.Policy):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        policies.append(self)
+
+
+def interrupt_step_3(*args, **kwargs):
+    interrupt_step_3.calls += 1
+    if interrupt_step_3.calls == 3:  # step 3 of the first run, before its update's first collective
+        raise KeyboardInterrupt
+    return real_update(*args, **kwargs)
+
+
+interrupt_step_3.calls = 0
+trainer.Policy, trainer.policy_update = Capture, interrupt_step_3
+try:
+    trainer.train(config, tracker=recorder)
+except KeyboardInterrupt:
+    torch.distributed.barrier()  # as a new launch would: the main process's checkpoint is written
+result = trainer.train(config, resume_run_id="run0", tracker=recorder)
+params = {{n: p.detach().cpu() for n, p in policies[-1].model.named_parameters() if p.requires_grad}}
+torch.save({{"params": params, "history": result.history.to_dict("list"), "adapter_dir": str(result.adapter_dir),
+            "events": recorder.events}},
+           f"rank{{rank}}.pt")
+"""
+
+COMPARED = ["reward/total", "reward/scalarized", "rewards/good/mean", "rewards/verbosity/mean",
+            "rewards/verbosity/normalized", "constraints/verbosity/lambda", "constraints/verbosity/gap", "loss", "kl",
+            "entropy", "clip_frac", "grad_norm", "advantage_std", "completion_tokens/mean", "tokens/generated",
+            "samples_dropped"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def config_for(tiny_llama, tmp):
+    tmp.mkdir(parents=True, exist_ok=True)
+    return tiny_config(
+        tiny_llama, write_prompts(tmp / "prompts.jsonl"), tmp,
+        sampling=SamplingConfig(num_generations=2, prompts_per_step=4, max_new_tokens=6, top_k=1),
+        reward=RewardConfig(objectives={"good": {"type": "word_share"}, "verbosity": {}},
+                            constraints=["verbosity <= 3"], lagrange_lr=0.5),
+        algorithm=AlgorithmConfig(name="reinforce", kl_coef=0.1, inner_epochs=2),
+        optim=OptimConfig(steps=4, lr=1e-2), checkpoint_every=2,
+        tracking=TrackingConfig(enabled=False))
+
+
+def test_two_processes_train_as_one_and_resume_on_every_process(tiny_llama, in_tmp):
+    config = config_for(tiny_llama, in_tmp / "two")
+    work = in_tmp / "two"
+    (work / "config.json").write_text(json.dumps(asdict(config)))
+    (work / "worker.py").write_text(WORKER.format(tests=str(Path(__file__).parent)))
+    port, env = free_port(), {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
+               LOCAL_WORLD_SIZE="2", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    workers = [subprocess.Popen([sys.executable, "worker.py"], cwd=work, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    reference = trainer.train(config_for(tiny_llama, in_tmp / "one"))  # meanwhile, the one-process run
+    for w in workers:
+        out, _ = w.communicate(timeout=240)
+        assert w.returncode == 0, out[-3000:]
+    ranks = [torch.load(work / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+    for name, tensor in ranks[0]["params"].items():  # the same optimizer steps on both processes
+        assert torch.equal(ranks[1]["params"][name], tensor), name
+    saved, expected = load_file(str(Path(ranks[0]["adapter_dir"]) / "adapter_model.safetensors")), load_file(
+        str(reference.adapter_dir / "adapter_model.safetensors"))
+    assert saved.keys() == expected.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(saved[name], tensor, rtol=1e-4, atol=1e-5)
+    assert not (torch.stack([t.abs().sum() for n, t in expected.items() if "lora_B" in n]) == 0).all()  # it learnt
+
+    history = {k: torch.tensor(v, dtype=torch.float64) for k, v in ranks[0]["history"].items()}
+    assert history["step"].tolist() == [1, 2, 3, 4] and ranks[1]["history"]["loss"] == ranks[0]["history"]["loss"]
+    assert history["tokens/generated"].tolist() == reference.history["tokens/generated"].tolist()  # the global batch
+    for key in COMPARED:
+        torch.testing.assert_close(history[key], torch.tensor(reference.history[key].to_numpy()), rtol=1e-4, atol=1e-6,
+                                   msg=lambda m: f"{key}: {m}")
+    assert history["constraints/verbosity/lambda"][-1] > 0  # the multiplier moved: global gaps, not a share's
+
+    # Only the main process talks to the tracker: one run, each step logged once, resumed in place.
+    assert ranks[1]["events"] == []
+    metrics = [e for e in ranks[0]["events"] if e[0] == "metrics" and e[2] is not None]
+    assert [e[1] for e in metrics] == [1, 2, 3, 4]
+    assert [e[2] for e in metrics] == pytest.approx(ranks[0]["history"]["loss"])
+    assert [e for e in ranks[0]["events"] if e[0] != "metrics"] == [
+        ("start_run",), ("end_run", "KILLED"), ("resume_run", "run0"), ("end_run", "FINISHED")]
+
+
+def test_prompts_per_step_not_divisible_by_the_processes_is_one_line(tiny_llama, in_tmp, monkeypatch, capsys):
+    data = write_prompts(in_tmp / "prompts.jsonl")
+    path = in_tmp / "train.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name": tiny_llama}, "data": {"train": data},
+                                    "sampling": {"prompts_per_step": 3}, "tracking": {"enabled": False}}))
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as a launcher of two processes sets it
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("moalign: error: sampling.prompts_per_step (3) must be divisible by the number of processes (2): "
+                   "each process takes whole prompt groups")
