@@ -169,3 +169,7 @@ def test_full_fine_tuning_endpoints_mix_their_distributions(tiny_llama, tmp_path
         policy.generate(**batch, max_new_tokens=1, logits_processor=[seen])
     torch.testing.assert_close(torch.log_softmax(seen.scores, -1),
                                torch.log_softmax(0.25 * logp[0] + 0.75 * logp[1], -1), atol=1e-5, rtol=1e-5)
+
+
+def test_a_zero_weight_costs_no_forward(mix):
+    assert mix.policy([0.0, 1.0]).forwards_per_token == 1 and mix.policy([0.2, 0.8]).forwards_per_token == 2

@@ -118,6 +118,12 @@ class MixedPolicy:
         self.training = False
         self.generation_config = mix.model.generation_config
 
+    @property
+    def forwards_per_token(self) -> int:
+        """Endpoint forwards each token costs (those with a nonzero weight): a search's
+        `cost/forward_tokens` for this policy is this many times the tokens it decodes."""
+        return len(self.active)
+
     def parameters(self):
         return self.mix.model.parameters()
 
