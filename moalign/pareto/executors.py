@@ -1,0 +1,132 @@
+"""Where a search's children run: here, one after another (`local`), or as Ray tasks, as many at
+once as the cluster's resources allow (`ray`).
+
+An executor is a callable `executor(calls) -> results`, in the order of `calls`: each call is a
+picklable unit of work (a `functools.partial` of `moalign.pareto.children.run_train` / `run_eval`
+over a `ChildContext`) that needs nothing from this process. The search's parent run stays here;
+MLflow is the one shared record, so every worker must reach the same tracking store
+(`check_shared_store`) and read the same checkpoints (`train.output_dir`).
+
+A worker that dies mid-child (killed, out of memory, node lost) makes Ray run the same call again
+(`ray.max_retries`): the call opens the search's children from MLflow, finds its own run unfinished
+and resumes it from its last checkpoint, as a re-run search would; steps MLflow already has are not
+logged twice.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from moalign.errors import ConfigError, MoalignError
+from moalign.pareto.config import RayConfig
+
+# stores only this machine can open: SQLite files and file-store folders
+_LOCAL_SCHEMES = ("sqlite:", "file:")
+
+
+def make_executor(config):
+    """The executor a `SearchConfig` asks for; None for `local`: the search then runs each call in
+    its own process, in order, sharing its open store (`moalign.pareto.search.serial`)."""
+    if config.executor == "local":
+        return None
+    return RayExecutor(config.ray or RayConfig())
+
+
+def check_shared_store(config) -> None:
+    """Refuse, before anything runs, what other nodes of a Ray cluster could not reach: a tracking
+    store on this machine's disk, checkpoints under a relative path. A local cluster (no address)
+    runs on this machine and may use both."""
+    if config.executor != "ray" or not config.ray.address:
+        return
+    train = config.train
+    if train.tracking.enabled:
+        from moalign.tracking import resolve_tracking_uri
+
+        uri = resolve_tracking_uri(train.tracking.tracking_uri)
+        if uri.startswith(_LOCAL_SCHEMES) or "://" not in uri:
+            raise ConfigError(f"train.tracking.tracking_uri: {uri} is a store on this machine, which the nodes of the "
+                              f"Ray cluster at {config.ray.address} cannot reach: use an MLflow server (http://host:port)")
+    if not Path(train.output_dir).is_absolute():
+        raise ConfigError(f"train.output_dir: {train.output_dir!r} is relative; with ray.address every node must read "
+                          f"the checkpoints and adapters: give an absolute path on storage all nodes share")
+
+
+def _in_dir(cwd: str, call):
+    """Run `call` from the search's working directory where this node has it (a local cluster), so
+    relative paths (output_dir, data) mean what they mean to the search."""
+    here = os.getcwd()
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    try:
+        return call()
+    finally:
+        os.chdir(here)
+
+
+def _one_child_each(calls: list) -> tuple[list, list[tuple[int, int]]]:
+    """A run_eval call over a group of units becomes one call per unit: each child its own task,
+    free to run on its own node (a group shares a model load only inside one process)."""
+    from moalign.pareto.children import run_eval
+
+    out, spans = [], []
+    for call in calls:
+        start = len(out)
+        if isinstance(call, functools.partial) and call.func is run_eval and len(call.args) == 2 and len(call.args[1]) > 1:
+            ctx, units = call.args
+            out += [functools.partial(run_eval, ctx, [unit], **call.keywords) for unit in units]
+            spans.append((start, -len(units)))  # negative: a group, its results joined into one list
+        else:
+            out.append(call)
+            spans.append((start, 1))
+    return out, spans
+
+
+class RayExecutor:
+    """Each child a Ray task with `num_cpus`/`num_gpus`, retried `max_retries` times if its worker dies."""
+
+    def __init__(self, config: RayConfig):
+        self.config = config
+
+    def _connect(self):
+        import ray
+
+        if not ray.is_initialized():  # a cluster the caller connected to is used as it is
+            try:
+                ray.init(address=self.config.address, log_to_driver=True)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = self.config.address or "a local cluster"
+                raise MoalignError(f"ray.address: cannot connect to {where}: {str(exc).splitlines()[0]}") from None
+        return ray
+
+    def __call__(self, calls: list) -> list:
+        ray = self._connect()
+        task = ray.remote(num_cpus=self.config.num_cpus, num_gpus=self.config.num_gpus,
+                          max_retries=self.config.max_retries, retry_exceptions=False)(_in_dir)
+        flat, spans = _one_child_each(calls)
+        refs = [task.remote(os.getcwd(), call) for call in flat]
+        results = self._gather(ray, refs)
+        return [results[start] if n == 1 else [results[start + i] for i in range(-n)] for start, n in spans]
+
+    @staticmethod
+    def _gather(ray, refs: list) -> list:
+        """Results in order; on the first failure (or Ctrl-C) the other children are cancelled,
+        which interrupts them as Ctrl-C would (they checkpoint and end KILLED), then it is raised."""
+        from ray.exceptions import RayError, RayTaskError
+
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                ray.get(ready[0])  # raises the child's failure now, not after the slowest child
+        except BaseException as exc:
+            for ref in pending:
+                ray.cancel(ref)
+            if pending:
+                ray.wait(pending, num_returns=len(pending), timeout=60)  # let them mark their runs
+            if isinstance(exc, RayTaskError) and isinstance(exc.cause, BaseException):
+                raise exc.cause from None  # the child's own error (a MoalignError is one line)
+            if isinstance(exc, RayError):
+                raise MoalignError(f"a child of the search failed on Ray: {str(exc).strip().splitlines()[0]}") from None
+            raise
+        return ray.get(refs)
