@@ -1,18 +1,17 @@
 """One training run over two processes (gloo on CPU) equals the one-process run.
 
-Two workers are started as torchrun would start them (RANK, WORLD_SIZE, MASTER_ADDR/PORT on
-127.0.0.1), each running `trainer.train`. Sampling uses top_k=1 so that which process generates a
-prompt cannot change its completions (a sampled token would depend on the process's random
-stream): everything else (global token mean, REINFORCE's batch baseline, running normalisation,
-Lagrange multipliers, summed gradients) must then reproduce the one-process step to float precision.
-The workers are interrupted inside step 3 and resumed, so resume on every process is covered too.
+Two workers are forked from the test process (so they import nothing again) and given the
+environment torchrun gives its workers (RANK, WORLD_SIZE, MASTER_ADDR/PORT on 127.0.0.1); each runs
+`trainer.train`. Sampling uses top_k=1 so that which process generates a prompt cannot change its
+completions (a sampled token would depend on the process's random stream): everything else (global
+token mean, REINFORCE's batch baseline, running normalisation, Lagrange multipliers, summed
+gradients) must then reproduce the one-process step to float precision. The workers are interrupted
+inside step 3 and resumed, so resume on every process is covered too.
 """
-import json
+import multiprocessing
 import os
 import socket
-import subprocess
-import sys
-from dataclasses import asdict
+import traceback
 from pathlib import Path
 
 import pytest
@@ -23,23 +22,13 @@ from safetensors.torch import load_file
 from moalign.cli import main
 from moalign.rl import trainer
 from moalign.rl.config import AlgorithmConfig, OptimConfig, RewardConfig, SamplingConfig, TrackingConfig
+from moalign.tracking import NullTracker
 
 from rl_helpers import tiny_config, write_prompts
 
-WORKER = """
-import json, os, sys
-from pathlib import Path
-sys.path.insert(0, {tests!r})
-import torch
-import rl_helpers  # registers word_share
-from moalign.config import from_dict
-from moalign.rl import trainer
-from moalign.rl.config import TrainConfig
-from moalign.tracking import NullTracker
-
 
 class Recorder(NullTracker):
-    # what reaches this process's tracker: the trainer must send it nothing but on rank 0
+    """What reaches this process's tracker: the trainer must send it nothing but on rank 0."""
 
     def __init__(self):
         self.events = []
@@ -58,37 +47,39 @@ class Recorder(NullTracker):
         self.events.append(("end_run", status))
 
 
-recorder = Recorder()
-config = from_dict(TrainConfig, json.loads(Path("config.json").read_text()))
-rank = int(os.environ["RANK"])
-policies, real_update = [], trainer.policy_update
+def worker(rank: int, port: int, config, out: Path) -> None:
+    """One process of the run: interrupted inside step 3, then resumed from the step-2 checkpoint."""
+    try:
+        os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        torch.set_num_threads(1)
+        policies, real_update, calls = [], trainer.policy_update, []
 
+        class Capture(trainer.Policy):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                policies.append(self)
 
-class Capture(trainer.Policy):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        policies.append(self)
+        def interrupt_step_3(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:  # step 3 of the first run, before its update's first collective
+                raise KeyboardInterrupt
+            return real_update(*args, **kwargs)
 
+        trainer.Policy, trainer.policy_update = Capture, interrupt_step_3  # this forked process's own modules
+        recorder = Recorder()
+        try:
+            trainer.train(config, tracker=recorder)
+        except KeyboardInterrupt:
+            torch.distributed.barrier()  # as a new launch would: the main process's checkpoint is written
+        result = trainer.train(config, resume_run_id="run0", tracker=recorder)
+        params = {n: p.detach().cpu() for n, p in policies[-1].model.named_parameters() if p.requires_grad}
+        torch.save({"params": params, "history": result.history.to_dict("list"), "adapter_dir": str(result.adapter_dir),
+                    "events": recorder.events}, out / f"rank{rank}.pt")
+    except BaseException:
+        (out / f"rank{rank}.err").write_text(traceback.format_exc())
+        raise
 
-def interrupt_step_3(*args, **kwargs):
-    interrupt_step_3.calls += 1
-    if interrupt_step_3.calls == 3:  # step 3 of the first run, before its update's first collective
-        raise KeyboardInterrupt
-    return real_update(*args, **kwargs)
-
-
-interrupt_step_3.calls = 0
-trainer.Policy, trainer.policy_update = Capture, interrupt_step_3
-try:
-    trainer.train(config, tracker=recorder)
-except KeyboardInterrupt:
-    torch.distributed.barrier()  # as a new launch would: the main process's checkpoint is written
-result = trainer.train(config, resume_run_id="run0", tracker=recorder)
-params = {{n: p.detach().cpu() for n, p in policies[-1].model.named_parameters() if p.requires_grad}}
-torch.save({{"params": params, "history": result.history.to_dict("list"), "adapter_dir": str(result.adapter_dir),
-            "events": recorder.events}},
-           f"rank{{rank}}.pt")
-"""
 
 COMPARED = ["reward/total", "reward/scalarized", "rewards/good/mean", "rewards/verbosity/mean",
             "rewards/verbosity/normalized", "constraints/verbosity/lambda", "constraints/verbosity/gap", "loss", "kl",
@@ -116,19 +107,17 @@ def config_for(tiny_llama, tmp):
 
 def test_two_processes_train_as_one_and_resume_on_every_process(tiny_llama, in_tmp):
     config = config_for(tiny_llama, in_tmp / "two")
-    work = in_tmp / "two"
-    (work / "config.json").write_text(json.dumps(asdict(config)))
-    (work / "worker.py").write_text(WORKER.format(tests=str(Path(__file__).parent)))
-    port, env = free_port(), {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
-               LOCAL_WORLD_SIZE="2", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
-    workers = [subprocess.Popen([sys.executable, "worker.py"], cwd=work, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    reference = trainer.train(config_for(tiny_llama, in_tmp / "one"))  # meanwhile, the one-process run
+    fork, port = multiprocessing.get_context("fork"), free_port()
+    workers = [fork.Process(target=worker, args=(rank, port, config, in_tmp)) for rank in range(2)]
     for w in workers:
-        out, _ = w.communicate(timeout=240)
-        assert w.returncode == 0, out[-3000:]
-    ranks = [torch.load(work / f"rank{r}.pt", weights_only=False) for r in range(2)]
+        w.start()
+    reference = trainer.train(config_for(tiny_llama, in_tmp / "one"))  # meanwhile, the one-process run
+    for rank, w in enumerate(workers):
+        w.join(timeout=240)
+        if w.is_alive():
+            w.kill()
+        assert w.exitcode == 0, (in_tmp / f"rank{rank}.err").read_text() if (in_tmp / f"rank{rank}.err").exists() else w.exitcode
+    ranks = [torch.load(in_tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
     for name, tensor in ranks[0]["params"].items():  # the same optimizer steps on both processes
         assert torch.equal(ranks[1]["params"][name], tensor), name
