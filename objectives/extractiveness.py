@@ -102,10 +102,11 @@ class _Extractive(Objective):
 
 
 class Coverage(_Extractive):
-    """Extractive fragment coverage: sum |f| / |S|, the share of the completion's words that lie in
-    a fragment copied from the source, in [0, 1]. A copy of the source scores 1, text sharing no
-    word with it 0. Minimised by default (less copying is better); see the module docstring for
-    empty completions (the worst value: 1, or 0 under `direction: maximize`).
+    """Newsroom coverage: the share of the completion's words copied from the source, in [0, 1].
+
+    sum |f| / |S| over the extractive fragments f of completion S: a copy of the source scores 1,
+    text sharing no word with it 0. Minimised by default (less copying is better); an empty
+    completion scores the worst value, 1 (or 0 under `direction: maximize`).
     """
 
     name = "coverage"
@@ -119,9 +120,10 @@ class Coverage(_Extractive):
 
 
 class Density(_Extractive):
-    """Extractive fragment density: sum |f|^2 / |S|, the mean length of the copied fragment each
-    word of the completion lies in; at most the source's word count (a copy of the whole source).
-    Minimised by default; an empty completion scores that maximum (or 0 under `maximize`).
+    """Newsroom density: the mean length of the copied fragment each completion word lies in.
+
+    sum |f|^2 / |S|; at most the source's word count (a copy of the whole source). Minimised by
+    default; an empty completion scores that maximum (or 0 under `direction: maximize`).
     """
 
     name = "density"
@@ -135,8 +137,9 @@ class Density(_Extractive):
 
 
 class NovelNgrams(Objective):
-    """Share of the completion's n-grams (with repeats) that do not occur in the source, in [0, 1]
-    (as abstractiveness is reported since See et al., 2017). Maximised by default (more novel
+    """Share of the completion's n-grams that do not occur in the source, in [0, 1].
+
+    N-grams count with repeats (abstractiveness as reported since See et al., 2017). Maximised by default (more novel
     wording, less copying). A completion with no n-gram (empty, or fewer than n words) scores the
     worst value: 0, or 1 under `direction: minimize`.
     """
