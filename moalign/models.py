@@ -154,18 +154,34 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     return tokenizer
 
 
-def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None = None, trust_remote_code: bool = False):
-    """A fresh causal LM (weights owned by the caller, e.g. to wrap with LoRA)."""
+def torch_dtype(dtype: str, device: str):
+    """`auto` is bfloat16 on CUDA (half the bytes each decoding step reads, tensor cores) and float32
+    elsewhere (CPUs without bf16 units run it slower than float32)."""
     import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None = None, trust_remote_code: bool = False,
+                   attn_implementation: str | None = None):
+    """A fresh causal LM (weights owned by the caller, e.g. to wrap with LoRA)."""
     from transformers import AutoModelForCausalLM
 
+    device = device or default_device()
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            resolve(name_or_path), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+            resolve(name_or_path), dtype=torch_dtype(dtype, device), trust_remote_code=trust_remote_code, **extra
         )
     except OSError as exc:
         raise MoalignError(f"cannot load model {name_or_path!r}: {exc}".splitlines()[0]) from None
-    return model.to(device or default_device())
+    except (ImportError, ValueError) as exc:  # e.g. flash_attention_2 without the flash-attn package
+        if not attn_implementation:
+            raise
+        raise MoalignError(f"model.attn_implementation={attn_implementation!r}: {exc}".splitlines()[0]) from None
+    return model.to(device)
 
 
 @lru_cache(maxsize=4)

@@ -34,7 +34,9 @@ class ModelConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_target_modules: list[str] | str | None = "all-linear"
-    dtype: str = "float32"  # weights' dtype; bf16 autocast on GPU is optim.bf16
+    dtype: str = "float32"  # weights' dtype (auto: bfloat16 on CUDA, float32 elsewhere); bf16 autocast on GPU is optim.bf16
+    # sdpa | eager | flash_attention_2; None: transformers' default (SDPA wherever the model has it)
+    attn_implementation: str | None = None
     trust_remote_code: bool = False
     use_chat_template: bool = True
 
@@ -44,7 +46,10 @@ class ModelConfig:
         _finite(self.lora_alpha, "model.lora_alpha")
         _check(self.lora_alpha > 0, f"model.lora_alpha must be > 0, got {self.lora_alpha}")
         _check(0 <= self.lora_dropout < 1, f"model.lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        _check(self.dtype in ("float32", "bfloat16", "float16"), f"model.dtype must be float32|bfloat16|float16, got {self.dtype!r}")
+        _check(self.dtype in ("auto", "float32", "bfloat16", "float16"),
+               f"model.dtype must be auto|float32|bfloat16|float16, got {self.dtype!r}")
+        _check(self.attn_implementation in (None, "sdpa", "eager", "flash_attention_2"),
+               f"model.attn_implementation must be sdpa|eager|flash_attention_2 or null, got {self.attn_implementation!r}")
 
 
 @dataclass
@@ -73,6 +78,9 @@ class SamplingConfig:
     top_p: float = 1.0
     eval_num_generations: int = 1
     eval_temperature: float = 0.0  # 0: greedy, so policies compare on the same footing
+    # CUDA: decode with a static KV cache, which transformers compiles (torch.compile) on first use;
+    # pays off over many steps of one shape. Ignored on CPU, where the shared-prompt path is faster.
+    static_cache: bool = False
 
     def __post_init__(self):
         _check(self.num_generations >= 1, "sampling.num_generations must be >= 1")
