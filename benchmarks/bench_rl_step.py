@@ -1,10 +1,12 @@
 """One RL step of SmolLM2-135M-Instruct (16 samples x 32 new tokens, 2 objectives, LoRA r=16),
 moalign against TRL's GRPOTrainer on the same configuration.
 
-    python benchmarks/bench_rl_step.py [--steps 5] [--model smollm2-135m-instruct] [--skip-trl]
+    python benchmarks/bench_rl_step.py [--steps 5] [--model smollm2-135m-instruct] [--skip-trl] [--skip-generate-ab]
 
-Prints moalign's step broken into generate / score / reference forward / update, and both
-trainers' seconds per step and samples/s (the first step, which warms up allocators, is dropped).
+Prints the sampling of one step's prompts with each group's prompt prefilled once against the
+plain call (same seeds, alternated), moalign's step broken into generate / score / reference
+forward / update, and both trainers' seconds per step and samples/s (the first step, which warms
+up allocators, is dropped).
 """
 from __future__ import annotations
 
@@ -38,6 +40,29 @@ def run_moalign(model: str, steps: int, out: Path) -> dict:
     history = train(config).history.iloc[1:]
     parts = {k: history[f"time/{k}"].mean() for k in ("generate", "score", "reference", "update", "step")}
     return parts
+
+
+def run_generation_ab(model_name: str, reps: int = 3) -> dict:
+    """Seconds to sample one step's 16 completions, each prompt prefilled once (`share_prompt`) or
+    repeated per completion (the plain `generate` call), alternated so that both see the same load."""
+    from moalign.data import load_prompt_records
+    from moalign.models import load_causal_lm, load_tokenizer
+    from moalign.rl.sampling import generate
+
+    tokenizer = load_tokenizer(model_name)
+    tokenizer.padding_side = "left"
+    model = load_causal_lm(model_name).eval()
+    prompts = [r["prompt"] for r in load_prompt_records(DATA)[:N_PROMPTS]]
+    times, same = {True: [], False: []}, True
+    for rep in range(reps + 1):  # rep 0 warms up
+        outs = {}
+        for share in (True, False):
+            t0 = time.perf_counter()
+            outs[share] = generate(model, tokenizer, prompts, N_GENERATIONS, NEW_TOKENS, seed=rep, share_prompt=share)
+            if rep:
+                times[share].append(time.perf_counter() - t0)
+        same &= bool((outs[True].input_ids == outs[False].input_ids).all())
+    return {"shared": statistics.mean(times[True]), "plain": statistics.mean(times[False]), "identical": same}
 
 
 def run_trl(model_name: str, steps: int, out: Path) -> float:
@@ -98,16 +123,21 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--skip-trl", action="store_true")
+    parser.add_argument("--skip-generate-ab", action="store_true")
     args = parser.parse_args()
     import torch
 
     n = N_PROMPTS * N_GENERATIONS
     print(f"model={args.model} samples/step={n} new_tokens={NEW_TOKENS} steps={args.steps} "
           f"torch={torch.__version__} threads={torch.get_num_threads()}")
+    if not args.skip_generate_ab:
+        ab = run_generation_ab(args.model)
+        print(f"generate, one step's {n} samples: prompts prefilled once {ab['shared']:.2f} s, plain {ab['plain']:.2f} s "
+              f"({ab['plain'] / ab['shared']:.2f}x); same tokens under the same seeds: {ab['identical']}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         parts = run_moalign(args.model, args.steps, Path(tmp))
         print("moalign step breakdown (s): " + ", ".join(f"{k}={v:.2f}" for k, v in parts.items()))
-        print(f"moalign: {parts['step']:.2f} s/step, {n / parts['step']:.2f} samples/s")
+        print(f"moalign: {parts['step']:.2f} s/step, {n / parts['step']:.2f} samples/s", flush=True)
         if not args.skip_trl:
             trl_step = run_trl(args.model, args.steps, Path(tmp))
             print(f"TRL GRPOTrainer: {trl_step:.2f} s/step, {n / trl_step:.2f} samples/s")
