@@ -2,6 +2,7 @@
 them, the weight vector between them evaluated as a decoding-time mix, and load_policy rebuilding
 that mix so that it answers the held-out prompts exactly as its evaluation recorded."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -76,3 +77,9 @@ def test_mixing_search_evaluates_mixes_that_load_policy_rebuilds(tiny_llama, in_
     assert [r["completion"] for r in again] == list(recorded["completion"])
     with pytest.raises(moalign.MoalignError, match="no single set of weights"):
         model.save_pretrained(in_tmp / "export")
+
+    # a soups search over the same training config reuses the mixing search's endpoints, untrained
+    soups = moalign.search(replace(config, strategy="soups", name="soups"))
+    trained = soups.runs[soups.runs["role"] == "trained"].set_index("key")
+    assert sorted(trained.index) == ["train:0.0000,1.0000:s0", "train:1.0000,0.0000:s0"] and trained["reused"].all()
+    assert trained["run_id"].to_dict() == {k: children[k].info.run_id for k in trained.index}
