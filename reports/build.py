@@ -161,8 +161,8 @@ def _figures(searches: list[Search], common: dict, costs: dict) -> list[tuple[st
     if costs:
         figs.append(("Hypervolume against cost", "Each search's hypervolume (common reference point; black: 95% "
                      "bootstrap interval) against its parent run's cost/train_steps and cost/wall_time_s, totals "
-                     "over every run its front rests on (reused runs included). Up and to the left is cheaper "
-                     "for the same front.",
+                     "over every run its front rests on (reused runs included). Up and to the left: a larger front "
+                     "for less compute.",
                      plots.cost_figure(common, costs, COSTS)))
     for s in searches:
         if s.curves:
