@@ -11,25 +11,30 @@ What the MLflow UI and `load_policy` read from a child: params `weight/<objectiv
 each, so the chart view can colour a scatter of `eval/<objective>` metrics by weight) and
 `reward.weights`; a soup child's tag `moalign.endpoints`, the JSON list of its endpoints' run ids
 in objective order, which with `reward.weights` rebuilds it.
+
+Each child is an independent unit of work: `run_train(ctx, unit)` and `run_eval(ctx, units)` need
+only a `ChildContext` (the search's config, parent run id, search id, tracking URI), so an executor
+can run them in another process. They never write the parent run: a reuse comes back as a row with
+`reused` true and the orchestrator records it (`Children.record_reused`).
+
+Every child logs its cost at its last step: `cost/train_steps`, `cost/generated_tokens`,
+`cost/forward_tokens`, `cost/wall_time_s` (see `moalign.rl.trainer` for what each counts).
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from moalign.rl.evaluation import evaluate_policy
-from moalign.rl.trainer import train
-
 SAMPLES = "eval_samples.json"
 REUSED = "moalign.reused"  # the parent's tag: {child key: run id} of runs reused from other searches, as JSON
 TAG_LIMIT = 8000  # MLflow's maximum length of a tag value
+COSTS = ("train_steps", "generated_tokens", "forward_tokens", "wall_time_s")  # metrics cost/<name>, row columns
 
 
 def reused_runs(parent) -> dict[str, str]:
@@ -54,6 +59,8 @@ def child_key(role: str, weights=None, seed: int | None = None) -> str:
     """
     if role == "base":
         return "base"
+    if weights is None:  # a policy for all weights (e.g. a conditioned one)
+        return f"{role}:s{seed}"
     return f"{'train' if role == 'trained' else role}:{weights_key(weights)}:s{seed}"
 
 
@@ -62,25 +69,45 @@ def train_hash(cfg) -> str:
     data = asdict(cfg)
     data.pop("progress", None)
     data["tracking"] = {}
+    if data["model"].get("init_adapter") is None:  # as before the field existed, so older runs are reused
+        data["model"].pop("init_adapter", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _row(key, role, seed, run_id, weights, names, scores, steps, wall_time, adapter_dir=None) -> dict:
+def cost_metrics(steps: int, generated: int, forward: int, wall: float) -> dict:
+    """The four `cost/...` metrics every child logs."""
+    return {"cost/train_steps": int(steps), "cost/generated_tokens": int(generated),
+            "cost/forward_tokens": int(forward), "cost/wall_time_s": float(wall)}
+
+
+def _row(key, role, seed, run_id, weights, names, scores, cost: dict, adapter_dir=None) -> dict:
     """One run of the search: identity, weights (none for the base model), cost and mean scores."""
     row = {"key": key, "role": role, "seed": int(seed), "run_id": run_id,
            "weights": weights_key(weights) if weights is not None else "",
-           "train_steps": steps, "wall_time_s": wall_time, "adapter_dir": str(adapter_dir) if adapter_dir else ""}
+           **{name: cost.get(f"cost/{name}", 0) for name in COSTS},
+           "adapter_dir": str(adapter_dir) if adapter_dir else ""}
     for i, name in enumerate(names):
         row[f"w_{name}"] = float(weights[i]) if weights is not None else np.nan
     row.update(scores)
     return row
 
 
-class Children:
-    """The children of one parent run; `rows` and `samples` collect what each call produced."""
+@dataclass
+class ChildContext:
+    """What a child needs besides its unit: picklable, so that it can run in another process."""
 
-    def __init__(self, tracker, parent_id, search_id: str, train_cfg, names, objectives, eval_records):
-        self.tracker, self.parent_id, self.search_id = tracker, parent_id, search_id
+    config: object  # the SearchConfig
+    parent_run_id: str | None
+    search_id: str
+    tracking_uri: str | None  # resolved; None with tracking disabled
+
+
+class Children:
+    """The children of one parent run. Workers (`run_train`, `run_eval`) return (row, samples);
+    the orchestrator's instance collects them in `rows` and `samples` with `add`."""
+
+    def __init__(self, tracker, parent_id, search_id: str, train_cfg, names, objectives, eval_records, directions):
+        self.tracker, self.parent_id, self.search_id, self.directions = tracker, parent_id, search_id, directions
         self.train_cfg, self.names, self.objectives, self.eval_records = train_cfg, names, objectives, eval_records
         existing = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent_id}'") if parent_id else []
         self.runs = {r.data.tags.get("moalign.key"): r for r in existing}
@@ -89,6 +116,24 @@ class Children:
             self.runs[key] = tracker.get_run(run_id)
         self.rows: list[dict] = []
         self.samples: dict[str, pd.DataFrame | None] = {}
+
+    @classmethod
+    def open(cls, ctx: ChildContext, tracker=None) -> "Children":
+        """A worker's view of the search's children, built from the context alone."""
+        from moalign.registry import build_objectives
+        from moalign.rl.reward import MultiObjectiveReward
+        from moalign.rl.trainer import load_data
+        from moalign.tracking import make_tracker
+
+        train_cfg = ctx.config.train
+        if tracker is None:
+            tracking = train_cfg.tracking
+            tracker = make_tracker(tracking.enabled, tracking.experiment, ctx.tracking_uri)
+        reward = MultiObjectiveReward(train_cfg.reward)
+        extra = build_objectives(train_cfg.eval_objectives) if train_cfg.eval_objectives else {}
+        _, eval_records = load_data(train_cfg)
+        return cls(tracker, ctx.parent_run_id, ctx.search_id, train_cfg, reward.names,
+                   {**reward.all_objectives, **extra}, eval_records, reward.directions)
 
     def finished(self, key):
         run = self.runs.get(key)
@@ -102,98 +147,151 @@ class Children:
         return {"moalign.key": key, "moalign.role": role, "moalign.search_id": self.search_id,
                 "moalign.seed": str(seed)}
 
-    def _add(self, row: dict, samples: pd.DataFrame | None) -> dict:
-        row["reused"] = row["key"] in self.reused
+    def add(self, row: dict, samples: pd.DataFrame | None) -> dict:
         self.rows.append(row)
         self.samples[row["key"]] = samples
         return row
 
+    def record_reused(self, row: dict) -> None:
+        """Name a reused run on the parent (the orchestrator's job: workers never write the parent)."""
+        if row.get("reused") and self.reused.get(row["key"]) != row["run_id"]:
+            self.reused[row["key"]] = row["run_id"]
+            self.tracker.set_tags(self.parent_id, {REUSED: json.dumps(self.reused, separators=(",", ":"))})
+
     def _row_from_run(self, run, key, role, seed, weights) -> dict:
-        scores = {k[len("eval/"):]: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
+        metrics = run.data.metrics
+        scores = {k[len("eval/"):]: v for k, v in metrics.items() if k.startswith("eval/")}
         checkpoint = run.data.tags.get("moalign.checkpoint_dir")
         adapter = Path(checkpoint).parent / "adapter" if checkpoint else None
-        wall = run.data.metrics.get("train_wall_time_s", run.data.metrics.get("eval_wall_time_s", 0.0))
-        return _row(key, role, seed, run.info.run_id, weights, self.names, scores,
-                    int(run.data.metrics.get("train_steps", 0)), wall, adapter)
+        # runs from before cost/ metrics: their steps and wall time, tokens unknown
+        cost = {"cost/train_steps": metrics.get("train_steps", 0), "cost/generated_tokens": np.nan,
+                "cost/forward_tokens": np.nan,
+                "cost/wall_time_s": metrics.get("train_wall_time_s", metrics.get("eval_wall_time_s", 0.0))}
+        cost.update({k: v for k, v in metrics.items() if k.startswith("cost/")})
+        cost["cost/train_steps"] = int(cost["cost/train_steps"])
+        row = _row(key, role, seed, run.info.run_id, weights, self.names, scores, cost, adapter)
+        row["reused"] = key in self.reused
+        return row
 
-    def read_back(self, key, role, seed, weights) -> dict | None:
+    def read_back(self, key, role, seed, weights) -> tuple[dict, pd.DataFrame | None] | None:
         """A finished child's row and samples, or None."""
         run = self.finished(key)
         if run is None:
             return None
         samples = self.tracker.read_table(run.info.run_id, SAMPLES)
-        return self._add(self._row_from_run(run, key, role, seed, weights), samples)
+        return self._row_from_run(run, key, role, seed, weights), samples
 
-    def evaluate(self, role, seed, weights, model, tokenizer, endpoints: list[str] | None = None) -> dict:
-        """An evaluation-only child (base model or interpolated policy), sampled with `seed`; a
-        soup names the `endpoints` (run ids) it mixes."""
-        key = child_key(role, weights, seed)
+    def evaluate(self, unit, model, tokenizer) -> tuple[dict, pd.DataFrame]:
+        """An evaluation-only child (base model, soup, mix), sampled with the unit's seed; a policy
+        built from other runs names them (`unit.sources`) in its tag `moalign.endpoints`."""
+        from moalign.rl.evaluation import evaluate_policy
+
+        role, seed, weights, key = unit.role, unit.seed, unit.weights, unit.key
         t0 = time.perf_counter()
         run_id = self.unfinished_id(key)
         if run_id:
             self.tracker.resume_run(run_id)
         else:
-            name = key if weights is None else f"{role}:{weights_key(weights)}:s{seed}"
             tags = self.tags(key, role, seed)
-            if endpoints is not None:
-                tags["moalign.endpoints"] = json.dumps(endpoints)
-            run_id = self.tracker.start_run(name, tags, self.parent_id)
+            if unit.sources:
+                tags["moalign.endpoints"] = json.dumps(list(unit.sources))
+            run_id = self.tracker.start_run(key if weights is None else f"{role}:{weights_key(weights)}:s{seed}",
+                                            tags, self.parent_id)
             if weights is not None:
                 self.tracker.log_params(run_id, {"reward.weights": [float(w) for w in weights],
                                                  **weight_params(self.names, weights)})
         cfg = self.train_cfg
+        counts = {}
         try:
             scores_df, samples = evaluate_policy(model, tokenizer, self.eval_records, self.objectives, cfg.sampling,
-                                                 cfg.model.use_chat_template, seed=seed)
+                                                 cfg.model.use_chat_template, seed=seed, counter=counts)
         except BaseException:
             self.tracker.end_run(run_id, "KILLED")
             raise
         scores = {n: float(scores_df[n].mean()) for n in scores_df.columns}
         wall = time.perf_counter() - t0
+        cost = cost_metrics(0, counts["generated_tokens"], counts["forward_tokens"], wall)
         self.tracker.log_metrics(run_id, [(0, {**{f"eval/{k}": v for k, v in scores.items()},
-                                               "eval_wall_time_s": wall, "train_steps": 0})])
+                                               "eval_wall_time_s": wall, "train_steps": 0, **cost})])
         self.tracker.log_table(run_id, samples, SAMPLES)
         self.tracker.end_run(run_id, "FINISHED")
-        return self._add(_row(key, role, seed, run_id, weights, self.names, scores, 0, wall), samples)
+        row = _row(key, role, seed, run_id, weights, self.names, scores, cost)
+        row["reused"] = False
+        return row, samples
 
-    def train(self, weights, seed: int) -> dict:
-        """A trained child: read back, continued (also when stopped before its first checkpoint),
-        copied from another search, or trained."""
-        key = child_key("trained", weights, seed)
-        done = self.read_back(key, "trained", seed, weights)
+    def train(self, unit, cfg) -> tuple[dict, pd.DataFrame | None]:
+        """A trained child under `cfg`: read back, continued (also when stopped before its first
+        checkpoint), reused from another search, or trained."""
+        from moalign.rl.trainer import train
+
+        key, seed, weights = unit.key, unit.seed, unit.weights
+        done = self.read_back(key, unit.role, seed, weights)
         if done is not None:
             return done
-        cfg = copy.deepcopy(self.train_cfg)
-        cfg.reward.weights = [float(w) for w in weights]
-        cfg.seed = int(seed)
-        cfg.tracking.run_name = f"trained:{weights_key(weights)}:s{seed}"
         thash = train_hash(cfg)
-        tags = self.tags(key, "trained", seed)
+        tags = self.tags(key, unit.role, seed)
+        if cfg.model.init_adapter:
+            tags["moalign.init_adapter"] = str(cfg.model.init_adapter)
         resume = self.unfinished_id(key)
         if resume is None:
-            reused = self._reuse(key, seed, weights, thash)
+            reused = self._reuse(key, unit, thash)
             if reused is not None:
                 return reused
         result = train(cfg, resume_run_id=resume, parent_run_id=self.parent_id,
                        tags={**tags, "moalign.train_hash": thash}, tracker=self.tracker)
-        self.tracker.log_params(result.run_id, weight_params(self.names, weights))  # beside the config's
+        if weights is not None:
+            self.tracker.log_params(result.run_id, weight_params(self.names, weights))  # beside the config's
         self.tracker.log_metrics(result.run_id, [(result.steps, {"train_steps": result.steps})])
-        row = _row(key, "trained", seed, result.run_id, weights, self.names, result.eval_scores, result.steps,
-                   result.wall_time, result.adapter_dir)
-        return self._add(row, result.eval_samples)
+        row = _row(key, unit.role, seed, result.run_id, weights, self.names, result.eval_scores, result.cost,
+                   result.adapter_dir)
+        row["reused"] = False
+        return row, result.eval_samples
 
-    def _reuse(self, key, seed, weights, thash) -> dict | None:
+    def _reuse(self, key, unit, thash) -> tuple[dict, pd.DataFrame | None] | None:
         """A finished run with the same training config elsewhere in the experiment (e.g. the soups'
-        endpoints when a grid includes the extremes): recorded on the parent, read back as it is.
-        None (train it) when the parent's tag has no room left for one more."""
+        endpoints when a grid includes the extremes), read back as it is; the orchestrator records it
+        on the parent. None (train it) when the parent's tag has no room left for one more."""
         found = self.tracker.find_runs(f"tags.`moalign.train_hash` = '{thash}' and attributes.status = 'FINISHED'")
         for run in found:
             if run.data.tags.get("mlflow.parentRunId") == self.parent_id:
                 continue
-            reused = json.dumps({**self.reused, key: run.info.run_id}, separators=(",", ":"))
-            if len(reused) > TAG_LIMIT:
+            if len(json.dumps({**self.reused, key: run.info.run_id}, separators=(",", ":"))) > TAG_LIMIT:
                 return None
-            self.tracker.set_tags(self.parent_id, {REUSED: reused})
             self.reused[key], self.runs[key] = run.info.run_id, run
-            return self.read_back(key, "trained", seed, weights)
+            return self.read_back(key, unit.role, unit.seed, unit.weights)
         return None
+
+
+def _strategy(ctx: ChildContext, children: Children):
+    from moalign.pareto.strategies import get_strategy
+
+    return get_strategy(ctx.config.strategy)(ctx.config, children.names, children.directions, None)
+
+
+def run_train(ctx: ChildContext, unit, children: Children | None = None) -> tuple[dict, pd.DataFrame | None]:
+    """Unit of work "train child (weights, seed)": (row, eval samples). `children` is the caller's
+    (in-process); without it one is opened from `ctx`, as in another process."""
+    children = children or Children.open(ctx)
+    return children.train(unit, _strategy(ctx, children).train_config(unit))
+
+
+def run_eval(ctx: ChildContext, units: list, children: Children | None = None) -> list[tuple[dict, pd.DataFrame | None]]:
+    """Unit of work "evaluate policy children": the units of one group (one model load), each read
+    back if finished, else built by its strategy and evaluated."""
+    children = children or Children.open(ctx)
+    out, pending = {}, []
+    for unit in units:
+        done = children.read_back(unit.key, unit.role, unit.seed, unit.weights)
+        if done is not None:
+            out[unit.key] = done
+        else:
+            pending.append(unit)
+    if pending:
+        progress = ctx.config.train.progress and len(pending) > 1
+        from tqdm.auto import tqdm
+
+        policies = _strategy(ctx, children).policies(pending)
+        for unit, model, tokenizer in tqdm(policies, total=len(pending), desc=pending[0].group, disable=not progress):
+            out[unit.key] = children.evaluate(unit, model, tokenizer)
+        del policies
+    return [out[u.key] for u in units]

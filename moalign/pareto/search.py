@@ -1,13 +1,14 @@
-"""Run a Pareto search: train or interpolate one policy per weight vector (once per training seed),
-evaluate every policy on the held-out prompts, and record the front with its uncertainty in MLflow
-(a parent run, one child per policy and seed).
+"""Run a Pareto search: ask the strategy (`moalign.pareto.strategies`) which children to run until
+it asks for none, run them, and record the front with its uncertainty and its cost in MLflow (a
+parent run, one child per policy and seed).
 
 Resumable: the parent is found again by a hash of the config; finished children are read back
-instead of recomputed, interrupted ones continue from their checkpoints (see children.py).
+instead of recomputed, interrupted ones continue from their checkpoints (see children.py). Children
+are units of work (`run_train`, `run_eval`) handed to an `executor`, by default run here one by one.
 """
 from __future__ import annotations
 
-import copy
+import functools
 import hashlib
 import json
 import tempfile
@@ -15,27 +16,29 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from moalign.errors import ConfigError
-from moalign.pareto.children import Children, child_key, weights_key
+from moalign.errors import MoalignError
+from moalign.pareto.children import COSTS, ChildContext, Children, run_eval, run_train
 from moalign.pareto.config import SearchConfig
+from moalign.pareto.executors import check_shared_store, make_executor
+from moalign.pareto.strategies import get_strategy
+from moalign.pareto.strategies.base import EvalUnit, base_unit
 from moalign.pareto.front import check_reference_point, expected_utility, reference_point
 from moalign.pareto.uncertainty import CONFIDENCE, PolicyScores
 from moalign.pareto.weights import weight_vectors
 from moalign.registry import build_objectives
 from moalign.rl.reward import MultiObjectiveReward
 from moalign.rl.trainer import check_objective_fields, load_data
-from moalign.tracking import make_tracker
+from moalign.tracking import make_tracker, resolve_tracking_uri
 
 
 @dataclass
 class SearchResult:
     parent_run_id: str | None
     # one row a policy (role, weights): w_<obj>, n_seeds, <objective> (mean over seeds),
-    # <objective>_ci_low/_ci_high, non_dominated, train_steps and wall_time_s (all seeds)
+    # <objective>_ci_low/_ci_high, non_dominated, train_steps, generated_tokens, forward_tokens and
+    # wall_time_s (all seeds)
     policies: pd.DataFrame
     runs: pd.DataFrame  # one row a child run: key, role, seed, run_id, weights, adapter_dir, <objective>...
     objectives: list[str]
@@ -53,6 +56,12 @@ def search_id(config: SearchConfig) -> str:
     data = asdict(config)
     data["train"].pop("progress", None)
     data.pop("n_bootstrap", None)  # summarises the children, does not change them
+    data.pop("executor", None)  # where the children run, not what they are: a search resumes under either
+    data.pop("ray", None)
+    if not data.get("options"):  # as before the field existed, so earlier searches are found again
+        data.pop("options", None)
+    if data["train"]["model"].get("init_adapter") is None:
+        data["train"]["model"].pop("init_adapter", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -67,41 +76,68 @@ def _parent(tracker, config: SearchConfig, sid: str, params: dict) -> str | None
     return parent_id
 
 
-def _run_children(config: SearchConfig, children: Children, W: np.ndarray, seeds: list[int]) -> None:
-    """Base model once; then per seed: the grid's policies, or the soups' endpoints and their mixes."""
-    train_cfg, m = config.train, len(children.names)
-    if config.evaluate_base and children.read_back("base", "base", train_cfg.seed, None) is None:
-        from moalign.models import load_causal_lm, load_tokenizer
-
-        tokenizer = load_tokenizer(train_cfg.model.name, train_cfg.model.trust_remote_code)
-        tokenizer.padding_side = "left"
-        model = load_causal_lm(train_cfg.model.name, train_cfg.model.dtype, None, train_cfg.model.trust_remote_code)
-        children.evaluate("base", train_cfg.seed, None, model, tokenizer)
-        del model
-    for seed in seeds:
-        if config.strategy == "grid":
-            for w in W:
-                children.train(w, seed)
-            continue
-        endpoints = [children.train(e, seed) for e in np.eye(m)]
-        # a soup at a one-hot weight vector is its endpoint: evaluating it again would count one
-        # policy twice on the front
-        mixes = [w for w in W if weights_key(w) not in {r["weights"] for r in endpoints}]
-        pending = [w for w in mixes if children.read_back(child_key("soup", w, seed), "soup", seed, w) is None]
-        if pending:
-            from moalign.pareto.soups import AdapterSoup
-
-            soup = AdapterSoup(train_cfg.model, [r["adapter_dir"] for r in endpoints])
-            ids = [r["run_id"] for r in endpoints]  # what rebuilds the soup, with its weights
-            for w in tqdm(pending, desc=f"soups (seed {seed})", disable=not train_cfg.progress):
-                with soup.mixed(w) as model:
-                    children.evaluate("soup", seed, w, model, soup.tokenizer, ids if all(ids) else None)
-            del soup
+def cost_totals(runs: pd.DataFrame) -> dict:
+    """The parent's cost: `cost/<name>` summed over every run of the search (reused ones too: the
+    front cost them), and `cost/new_train_steps`, the steps this search trained itself."""
+    totals = {f"cost/{name}": float(runs[name].sum()) for name in COSTS}
+    totals["cost/new_train_steps"] = float(runs.loc[~runs["reused"].astype(bool), "train_steps"].sum())
+    return totals
 
 
-def run_search(config: SearchConfig, tracker=None) -> SearchResult:
-    """Search the front for `config`; see the module docstring."""
+def _with_costs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """front.csv's per-policy cost columns: the sums over the policy's runs (all its seeds)."""
+    sums = runs.groupby(["role", "weights"], sort=False)[list(COSTS)].sum(min_count=1).reset_index()
+    return table.drop(columns=[c for c in COSTS if c in table]).merge(sums, on=["role", "weights"], how="left")
+
+
+def serial(calls: list) -> list:
+    """The default executor: each call (a `functools.partial` of `run_train`/`run_eval`), in order."""
+    return [call() for call in calls]
+
+
+def _run_children(config: SearchConfig, children: Children, strategy, ctx: ChildContext, executor) -> None:
+    """Base model once, then round after round what the strategy asks for, until it asks for nothing.
+    Each round's units are independent: an executor may run them at once, in other processes."""
+    done: dict[str, dict] = {}
+
+    def collect(results) -> None:
+        for row, samples in results:
+            children.record_reused(row)
+            done[row["key"]] = children.add(row, samples)
+
+    local = executor is None  # in this process: share the open Children (and its tracker)
+    run = serial if local else executor
+    extra = {"children": children} if local else {}
+    if config.evaluate_base:
+        collect(run([functools.partial(run_eval, ctx, [base_unit(config.train.seed)], **extra)])[0])
+    while True:
+        units = strategy.next_units(done)
+        if not units:
+            return
+        if any(u.key in done for u in units):
+            raise MoalignError(f"strategy {config.strategy!r} asked again for {next(u.key for u in units if u.key in done)}")
+        groups: dict[str, list[EvalUnit]] = {}
+        calls = []
+        for unit in units:
+            if isinstance(unit, EvalUnit):
+                groups.setdefault(unit.group, []).append(unit)
+            else:
+                calls.append(functools.partial(run_train, ctx, unit, **extra))
+        calls += [functools.partial(run_eval, ctx, group, **extra) for group in groups.values()]
+        for result in run(calls):
+            collect(result if isinstance(result, list) else [result])
+
+
+def run_search(config: SearchConfig, tracker=None, executor=None) -> SearchResult:
+    """Search the front for `config`; see the module docstring.
+
+    `executor(calls) -> results`, if given, runs a round's calls (picklable `functools.partial`s of
+    `moalign.pareto.children.run_train` / `run_eval`, each needing only its arguments) and returns
+    their results in order; by default they run here, one after the other.
+    """
     started = time.perf_counter()
+    check_shared_store(config)  # before any run starts: what a Ray cluster's nodes could not reach
+    executor = executor or make_executor(config)
     train_cfg = config.train
     reward = MultiObjectiveReward(train_cfg.reward)  # validates objectives, weights and constraints
     names, directions = reward.names, reward.directions
@@ -123,9 +159,12 @@ def run_search(config: SearchConfig, tracker=None) -> SearchResult:
         "reference_point": config.reference_point, "seeds": seeds, "n_bootstrap": config.n_bootstrap,
         "confidence": CONFIDENCE, "model": train_cfg.model.name, "algorithm": train_cfg.algorithm.name,
         "steps_per_run": train_cfg.optim.steps})
-    children = Children(tracker, parent_id, sid, train_cfg, names, objectives, eval_records)
+    children = Children(tracker, parent_id, sid, train_cfg, names, objectives, eval_records, directions)
+    strategy = get_strategy(config.strategy)(config, names, directions, W)
+    uri = resolve_tracking_uri(train_cfg.tracking.tracking_uri) if train_cfg.tracking.enabled else None
+    ctx = ChildContext(config, parent_id, sid, uri)
     try:
-        _run_children(config, children, W, seeds)
+        _run_children(config, children, strategy, ctx, executor)
     except KeyboardInterrupt:
         tracker.end_run(parent_id, "KILLED")
         raise
@@ -133,13 +172,13 @@ def run_search(config: SearchConfig, tracker=None) -> SearchResult:
         tracker.end_run(parent_id, "FAILED")
         raise
 
-    runs = pd.DataFrame(children.rows)
+    runs = pd.DataFrame(strategy.front_rows(children.rows))
     scores = PolicyScores(runs, children.samples, list(objectives))
     base = scores.table.loc[scores.table["role"] == "base", names].to_numpy(dtype=float)
     ref = reference_point(scores.means(names), directions, config.reference_point, names,
                           base[0] if len(base) else None)
     front = scores.estimate(names, directions, ref, bounds, config.n_bootstrap)  # seed 0, as the report redraws
-    table = front.table
+    table = _with_costs(front.table, runs)
     eu = expected_utility(scores.means(names), directions, W)
     nd = dict(zip(zip(table["role"], table["weights"]), table["non_dominated"]))
     for run_id, role, weights, reused in zip(runs["run_id"], runs["role"], runs["weights"], runs["reused"]):
@@ -148,7 +187,8 @@ def run_search(config: SearchConfig, tracker=None) -> SearchResult:
     metrics = {"hypervolume": front.hypervolume, "expected_utility": eu,
                "n_nondominated": int(table["non_dominated"].sum()), "n_policies": len(table), "n_runs": len(runs),
                "n_prompts": front.n_prompts, "n_seeds": front.n_seeds, "total_train_steps": int(runs["train_steps"].sum()),
-               "total_policy_time_s": float(runs["wall_time_s"].sum()), "wall_time_s": time.perf_counter() - started}
+               "total_policy_time_s": float(runs["wall_time_s"].sum()), "wall_time_s": time.perf_counter() - started,
+               **cost_totals(pd.DataFrame(children.rows))}
     if front.n_prompts:
         metrics.update(hypervolume_ci_low=front.hypervolume_ci[0], hypervolume_ci_high=front.hypervolume_ci[1])
     tracker.log_metrics(parent_id, [(0, metrics)])

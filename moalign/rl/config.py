@@ -39,6 +39,9 @@ class ModelConfig:
     attn_implementation: str | None = None
     trust_remote_code: bool = False
     use_chat_template: bool = True
+    # Warm start: train on from this adapter (a run's `adapter/` folder; model.pt for full fine-tuning)
+    # instead of a fresh LoRA; the reference stays the base model. Part of a run's train_hash.
+    init_adapter: str | None = None
 
     def __post_init__(self):
         _check(bool(self.name), "model.name is required")

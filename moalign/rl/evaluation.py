@@ -25,8 +25,12 @@ def batch_for(records: list[dict], prompt_rows: list[int], completions: list[str
 
 
 def evaluate_policy(model, tokenizer, records: list[dict], objectives: dict, sampling: SamplingConfig,
-                    use_chat_template: bool = True, seed: int = 0, batch_prompts: int = 16):
-    """(per-sample scores, samples table): `eval_num_generations` completions per prompt."""
+                    use_chat_template: bool = True, seed: int = 0, batch_prompts: int = 16, counter: dict | None = None):
+    """(per-sample scores, samples table): `eval_num_generations` completions per prompt.
+
+    `counter`, if given, gains the evaluation's cost: `generated_tokens` (sampled completion tokens)
+    and `forward_tokens` (each sequence's prompt and completion tokens, as the trainer counts them).
+    """
     n = sampling.eval_num_generations
     texts, rows = [], []
     was_training = model.training
@@ -37,6 +41,9 @@ def evaluate_policy(model, tokenizer, records: list[dict], objectives: dict, sam
                            sampling.eval_temperature, sampling.top_k, sampling.top_p, use_chat_template,
                            seed=seed + start)
         texts += rollout.texts
+        if counter is not None:
+            counter["generated_tokens"] = counter.get("generated_tokens", 0) + int(rollout.completion_mask.sum())
+            counter["forward_tokens"] = counter.get("forward_tokens", 0) + int(rollout.attention_mask.sum())
         rows += [start + i for i in rollout.prompt_index]
     model.train(was_training)
     scores = score(batch_for(records, rows, texts), objectives)

@@ -30,6 +30,10 @@ class Policy:
     def __init__(self, config: ModelConfig, device: str | None = None, adapter_dir: str | None = None):
         self.config = config
         self.device = device or default_device()
+        if adapter_dir is None and config.init_adapter:  # a warm start; a resumed run continues its own
+            adapter_dir = config.init_adapter
+            if not Path(adapter_dir).is_dir():
+                raise ConfigError(f"model.init_adapter: {adapter_dir} is not a directory")
         self.tokenizer = load_tokenizer(config.name, trust_remote_code=config.trust_remote_code)
         self.tokenizer.padding_side = "left"  # generation continues from the right edge
         base = load_causal_lm(config.name, config.dtype, self.device, config.trust_remote_code)

@@ -50,6 +50,7 @@ class TrainResult:
     history: pd.DataFrame
     eval_samples: pd.DataFrame
     wall_time: float
+    cost: dict | None = None  # the run's cost/... metrics (see `cost_of`)
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -74,6 +75,28 @@ def load_data(config: TrainConfig):
     else:
         train_records, eval_records = train_eval_split(records, config.data.eval_fraction, config.data.split_seed)
     return train_records, eval_records[: config.data.max_eval_prompts]
+
+
+def forward_passes(algo) -> int:
+    """Passes over a step's sequences: sampling, reference log-probs, the sampling policy's
+    log-probs (when the KL is in the reward or there are several inner epochs), one per epoch."""
+    return 2 + int(algo.kl_in_reward or algo.inner_epochs > 1) + algo.inner_epochs
+
+
+def cost_of(history: list[dict], eval_counts: dict, eval_time: float) -> dict:
+    """A run's cost over all its recorded steps (resumes included) and its final evaluation.
+
+    Tokens are counted per sequence: a pass over a batch counts each sample's non-padding prompt
+    and completion tokens, a prompt shared by a group (prefix sharing) once per sample, so the count
+    does not depend on such optimisations. Wall time is steps and evaluation, not model loading.
+    """
+    return {"cost/train_steps": len(history),
+            # .get: a run resumed from a checkpoint written before tokens were counted
+            "cost/generated_tokens": int(sum(h.get("tokens/generated", 0) for h in history)
+                                         + eval_counts.get("generated_tokens", 0)),
+            "cost/forward_tokens": int(sum(h.get("tokens/forward", 0) for h in history)
+                                       + eval_counts.get("forward_tokens", 0)),
+            "cost/wall_time_s": float(sum(h["time/step"] for h in history)) + eval_time}
 
 
 def check_objective_fields(objectives: dict, records: list[dict]) -> None:
@@ -294,11 +317,13 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             if kl_control:
                 kl_control.update(update["kl"])
             n_tokens = int(processes.sum(rollout.completion_mask.sum()))
+            n_forward = forward_passes(algo) * int(processes.sum(rollout.attention_mask.sum()))
             step_time = time.perf_counter() - step_start
             metrics.update(update)
             metrics.update({"time/generate": t_generate, "time/score": t_score, "time/step": step_time,
                             "tokens_per_s": n_tokens / step_time, "samples_per_s": len(batch) / step_time,
-                            "completion_tokens/mean": n_tokens / len(batch)})
+                            "completion_tokens/mean": n_tokens / len(batch),
+                            "tokens/generated": n_tokens, "tokens/forward": n_forward})
             metrics = {k: float(v) for k, v in metrics.items()}
             # The step is recorded: weights, optimizer, reward and history now agree on `step`.
             history.append({"step": step, **metrics})
@@ -317,11 +342,14 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             return TrainResult(run_id, run_dir, adapter_dir, config.optim.steps, {}, pd.DataFrame(history),
                                pd.DataFrame(), time.perf_counter() - started)
         policy.save(adapter_dir)
+        t_eval, eval_counts = time.perf_counter(), {}
         tokenizer = policy.tokenizer  # a conditioned policy is evaluated at the configured weights
         if config.conditioning.enabled:
             tokenizer = conditioned_tokenizer(tokenizer, reward_fn.names, reward_fn.weights)
         scores, samples = evaluate_policy(policy.model, tokenizer, eval_records, eval_objectives,
-                                          config.sampling, config.model.use_chat_template, seed=config.seed)
+                                          config.sampling, config.model.use_chat_template, seed=config.seed,
+                                          counter=eval_counts)
+        t_eval = time.perf_counter() - t_eval
     except KeyboardInterrupt:
         done = committed["n_history"] and history[committed["n_history"] - 1]["step"]
         if state["dirty"]:  # stopped part-way through an update: these weights belong to no step
@@ -342,12 +370,13 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
 
     eval_scores = {name: float(scores[name].mean()) for name in scores.columns}
     wall_time = time.perf_counter() - started
+    cost = cost_of(history, eval_counts, t_eval)
     tracker.log_metrics(run_id, [(config.optim.steps, {**{f"eval/{k}": v for k, v in eval_scores.items()},
-                                                       "train_wall_time_s": wall_time})])
+                                                       "train_wall_time_s": wall_time, **cost})])
     tracker.log_table(run_id, samples, "eval_samples.json")
     if config.tracking.log_adapter:
         tracker.log_artifacts(run_id, adapter_dir, "adapter")
     tracker.end_run(run_id, "FINISHED")
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # only an unfinished run needs it; the adapter stays
     return TrainResult(run_id, run_dir, adapter_dir, config.optim.steps, eval_scores, pd.DataFrame(history),
-                       samples, wall_time)
+                       samples, wall_time, cost)

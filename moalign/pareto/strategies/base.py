@@ -1,0 +1,125 @@
+"""What a search strategy is: the units of work it asks for, and how it builds the policies it evaluates.
+
+A strategy is asked, again and again, `next_units(done)`: given the rows of the children finished
+so far ({child key: row}), which children should run next. An empty list ends the search. Because
+the answer is a function of finished children only, a search killed at any moment asks the same
+questions again when re-run and gets the same children (resume needs no state of its own), and a
+unit can run in another process: it carries everything but the search's config.
+
+Two kinds of unit:
+- `TrainUnit`: train one policy (weights, seed; optionally warm-started from an adapter, with
+  another step count). `Strategy.train_config` turns it into the child's `TrainConfig`.
+- `EvalUnit`: evaluate a policy built without training (the base model, a soup, a mix).
+  Units with the same `group` are built by one `Strategy.policies` call, which loads what they
+  share (the base model, the endpoint adapters) once and yields each policy in turn.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+
+from moalign.pareto.children import child_key, weights_key
+
+
+@dataclass(frozen=True)
+class TrainUnit:
+    weights: tuple[float, ...] | None
+    seed: int
+    role: str = "trained"
+    init_adapter: str | None = None  # warm start: this adapter directory instead of a fresh LoRA
+    steps: int | None = None  # None: train.optim.steps
+
+    @property
+    def key(self) -> str:
+        return child_key(self.role, self.weights, self.seed)
+
+
+@dataclass(frozen=True)
+class EvalUnit:
+    role: str  # base | soup | a strategy's own (mix, conditioned...)
+    weights: tuple[float, ...] | None
+    seed: int
+    sources: tuple[str, ...] = ()  # run ids the policy is built from (tag moalign.endpoints), objective order
+    source_dirs: tuple[str, ...] = ()  # their adapter directories, same order
+    group: str = ""  # units of one group share a `policies` call (one model load)
+
+    @property
+    def key(self) -> str:
+        return child_key(self.role, self.weights, self.seed)
+
+
+@dataclass
+class NoOptions:
+    """A strategy without options of its own: any key under `options:` is an error."""
+
+
+def base_unit(seed: int) -> EvalUnit:
+    return EvalUnit("base", None, seed, group="base")
+
+
+def trained_rows(done: dict, role: str = "trained") -> list[dict]:
+    return [r for r in done.values() if r["role"] == role]
+
+
+class Strategy:
+    """Base class: subclasses set `name` (and `Options`, a dataclass validated in its
+    `__post_init__`, filled from `SearchConfig.options`) and write `next_units`."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, config, names: list[str], directions: list[str], W: np.ndarray | None):
+        """`names`/`directions`: the front's objectives; `W`: the search's weight vectors (`weights:`)."""
+        self.config, self.names, self.directions, self.W = config, list(names), list(directions), W
+        self.options = self.parse_options(config.options, config)
+
+    @classmethod
+    def parse_options(cls, options: dict | None, config=None) -> Any:
+        """`SearchConfig.options` as this strategy's `Options`; unknown keys and bad values are one
+        ConfigError line naming `options.<key>`. `check(config)` on the result, where defined, checks
+        options against the rest of the search (e.g. a budget against the step count)."""
+        from moalign.config import from_dict
+
+        parsed = from_dict(cls.Options, options or {}, "options")
+        if config is not None and hasattr(parsed, "check"):
+            parsed.check(config)
+        return parsed
+
+    def next_units(self, done: dict[str, dict]) -> list[TrainUnit | EvalUnit]:
+        """The children to run next, none of them in `done`; [] when the search is complete."""
+        raise NotImplementedError
+
+    def train_config(self, unit: TrainUnit):
+        """The child's TrainConfig: the search's, with the unit's weights, seed, warm start, steps."""
+        cfg = copy.deepcopy(self.config.train)
+        if unit.weights is not None:
+            cfg.reward.weights = [float(w) for w in unit.weights]
+        cfg.seed = int(unit.seed)
+        if unit.init_adapter is not None:
+            cfg.model.init_adapter = unit.init_adapter
+        if unit.steps is not None:
+            cfg.optim.steps = int(unit.steps)
+        cfg.tracking.run_name = f"{unit.role}:{weights_key(unit.weights)}:s{unit.seed}" if unit.weights is not None \
+            else f"{unit.role}:s{unit.seed}"
+        return cfg
+
+    def policies(self, units: list[EvalUnit]) -> Iterator[tuple[EvalUnit, Any, Any]]:
+        """(unit, model, tokenizer) for each unit of one group, in order; the model is valid until
+        the next item is drawn. The base class builds the base model (group "base")."""
+        if any(u.role != "base" for u in units):
+            raise NotImplementedError(f"strategy {self.name!r} does not build {units[0].role!r} policies")
+        from moalign.models import load_causal_lm, load_tokenizer
+
+        model_cfg = self.config.train.model
+        tokenizer = load_tokenizer(model_cfg.name, model_cfg.trust_remote_code)
+        tokenizer.padding_side = "left"
+        model = load_causal_lm(model_cfg.name, model_cfg.dtype, None, model_cfg.trust_remote_code)
+        for unit in units:
+            yield unit, model, tokenizer
+
+    def front_rows(self, rows: list[dict]) -> list[dict]:
+        """The rows that are policies of the front (all, unless a strategy trains helpers)."""
+        return rows

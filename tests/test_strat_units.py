@@ -1,0 +1,73 @@
+"""Strategies as pure planners: the registry, options validated by the strategy, and what grid and
+soups ask for given the finished children (no model needed)."""
+import numpy as np
+import pytest
+
+from moalign.errors import ConfigError
+from moalign.pareto.config import SearchConfig
+from moalign.pareto.strategies import STRATEGIES, get_strategy
+from moalign.pareto.strategies.base import EvalUnit, TrainUnit
+from moalign.rl.config import RewardConfig, TrainConfig
+
+NAMES = ["good", "bad"]
+
+
+def search(strategy, **kw):
+    train = TrainConfig(reward=RewardConfig(objectives={n: {"type": "word_share", "word": n} for n in NAMES}))
+    return SearchConfig(train=train, strategy=strategy, **kw)
+
+
+def row(unit, run_id):
+    return {"key": unit.key, "role": unit.role, "seed": unit.seed, "run_id": run_id, "weights": ",".join(
+        f"{w:.4f}" for w in unit.weights), "adapter_dir": f"/runs/{run_id}/adapter", "train_steps": 20}
+
+
+def test_registry_names_and_unknown_strategy_is_one_line():
+    assert list(STRATEGIES)[:3] == ["grid", "soups", "adaptive"]
+    assert get_strategy("grid").name == "grid"
+    with pytest.raises(ConfigError) as info:
+        search("nosuch")
+    assert str(info.value).startswith("strategy must be one of grid, soups, adaptive") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"budget": 3}, "unknown key 'options.budget'; known keys: budget_steps, min_weight_gap, warm_steps"),
+    ({}, "options.budget_steps: the adaptive strategy needs an integer budget"),
+    ({"budget_steps": "lots"}, "options.budget_steps: expected an integer, got 'lots'"),
+    ({"budget_steps": 30}, "options.budget_steps: 30 cannot train the 2 extremes (2 x 1 seed(s) x 20 steps = 40)"),
+    ({"budget_steps": 80, "min_weight_gap": 1.5}, "options.min_weight_gap: expected a number in (0, 1)"),
+])
+def test_bad_adaptive_options_are_one_line_naming_the_key(options, message):
+    with pytest.raises(ConfigError) as info:
+        search("adaptive", options=options)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_grid_has_no_options():
+    with pytest.raises(ConfigError, match=r"unknown key 'options.budget_steps'; known keys: $"):
+        search("grid", options={"budget_steps": 3})
+
+
+def test_grid_asks_for_every_weight_and_seed_not_yet_done():
+    config = search("grid", seeds=[0, 1], weights=[[1, 0], [0, 1]])
+    grid = get_strategy("grid")(config, NAMES, ["maximize"] * 2, np.array([[1.0, 0.0], [0.0, 1.0]]))
+    units = grid.next_units({})
+    assert [u.key for u in units] == ["train:1.0000,0.0000:s0", "train:0.0000,1.0000:s0",
+                                      "train:1.0000,0.0000:s1", "train:0.0000,1.0000:s1"]
+    done = {units[0].key: row(units[0], "r0")}
+    assert [u.key for u in grid.next_units(done)] == [u.key for u in units[1:]]
+
+
+def test_soups_asks_for_endpoints_then_mixes_of_each_seeds_own_endpoints():
+    config = search("soups")
+    W = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    soups = get_strategy("soups")(config, NAMES, ["maximize"] * 2, W)
+    first = soups.next_units({})
+    assert all(isinstance(u, TrainUnit) for u in first)
+    assert [u.key for u in first] == ["train:1.0000,0.0000:s0", "train:0.0000,1.0000:s0"]
+    done = {u.key: row(u, f"r{i}") for i, u in enumerate(first)}
+    (mix,) = soups.next_units(done)  # the one-hot soups are the endpoints themselves
+    assert isinstance(mix, EvalUnit) and mix.key == "soup:0.5000,0.5000:s0"
+    assert mix.sources == ("r0", "r1") and mix.source_dirs == ("/runs/r0/adapter", "/runs/r1/adapter")
+    done[mix.key] = {**row(mix, "r2"), "role": "soup"}
+    assert soups.next_units(done) == []
