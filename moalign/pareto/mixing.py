@@ -52,7 +52,7 @@ class DecodingMix:
         self.names = [f"endpoint{i}" for i in range(len(adapter_dirs))]
 
         def load():
-            return load_causal_lm(model.name, model.dtype, device, model.trust_remote_code)
+            return load_causal_lm(model.name, model.dtype, device, model.trust_remote_code, model.attn_implementation)
 
         if model.lora:
             from peft import PeftModel
