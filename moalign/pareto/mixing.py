@@ -1,4 +1,4 @@
-"""Decoding-time mixing of endpoint policies (MOD; Shi et al., 2024, "Decoding-Time Language
+"""Decoding-time mixing of endpoint policies (MOD; Shi et al., 2024, arXiv:2406.18853, "Decoding-Time
 Model Alignment with Multiple Objectives"): the policy for weights w draws each next token from
 softmax(sum_i w_i log p_i(. | prefix)), p_i the policies trained for one objective each.
 
