@@ -2,6 +2,7 @@
 Model Alignment with Multiple Objectives", arXiv:2406.18853): the policy for weights w draws each
 next token from softmax(sum_i w_i log p_i(. | prefix)), p_i the policies trained for one objective
 each.
+
 Why it is a policy for w: under reverse KL to a shared reference, the optimum for the reward
 sum_i w_i r_i is proportional to prod_i p_i^{w_i} (weights summing to 1) over whole sequences;
 MOD takes that product token by token. No training beyond the endpoints, as with soups, but the
