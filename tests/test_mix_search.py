@@ -75,6 +75,10 @@ def test_mixing_search_evaluates_mixes_that_load_policy_rebuilds(tiny_llama, in_
     again = generate_rows(model, tokenizer, [{"prompt": p} for p in prompts], config.train.sampling,
                           config.train.model.use_chat_template, seed=0, progress=False)
     assert [r["completion"] for r in again] == list(recorded["completion"])
+    # every decoded token ran both endpoints: twice the prompt and completion tokens went through the network
+    prompt_tokens = sum(len(tokenizer(p)["input_ids"]) for p in recorded["prompt"])
+    cost = mix.data.metrics
+    assert cost["cost/forward_tokens"] == 2 * (prompt_tokens + cost["cost/generated_tokens"]) > 0
     with pytest.raises(moalign.MoalignError, match="no single set of weights"):
         model.save_pretrained(in_tmp / "export")
 
