@@ -263,7 +263,8 @@ def build_report(experiment: str, out: str | Path, run_ids: list[str] | None = N
         md += [f"## {title}", "", caption, "", f"![{title}]({name})", ""]
     for s in searches:
         table = _policy_table(s)
-        note = f"Mean over seeds [95% interval]: {_evidence(s)}; intervals clipped to each objective's bounds."
+        note = (f"Mean over seeds [95% interval]: {_evidence(s)}; intervals clipped to each objective's bounds. "
+                "flags: reward-hacking checks, measured and explained in the table after this one.")
         h += [f"<h2>Policies: {html.escape(s.name)} ({s.strategy})</h2><p class='note'>{html.escape(note)}</p>",
               table.to_html(index=False, float_format=lambda v: f"{v:.4g}")]
         md += [f"## Policies: {s.name} ({s.strategy})", "", note, "",
