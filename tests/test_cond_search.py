@@ -7,7 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import moalign
-from moalign.generation import generate_file
+from moalign.generation import generate_rows
 from moalign.models import format_prompt
 from moalign.pipeline import load_pipeline
 from moalign.policies import find_policy
@@ -18,7 +18,7 @@ PIPELINE = """
 experiment: cond
 train:
   model: {{name: {model}, lora_r: 8}}
-  data: {{train: {data}}}
+  data: {{train: {data}, max_eval_prompts: 1}}
   sampling: {{num_generations: 2, prompts_per_step: 2, max_new_tokens: 4}}
   reward:
     objectives: {{good: {{type: word_share, word: good}}, bad: {{type: word_share, word: bad}}}}
@@ -30,7 +30,8 @@ train:
   checkpoint_every: 2
   progress: false
 searches:
-  - {{strategy: conditioned, name: cond, weights: [[1, 0], [0.5, 0.5], [0, 1]], evaluate_base: false}}
+  - {{strategy: conditioned, name: cond, weights: [[1, 0], [0.5, 0.5], [0, 1]], evaluate_base: false,
+     n_bootstrap: 100}}
 report: {{enabled: false}}
 """
 
@@ -62,19 +63,6 @@ def test_a_conditioned_search_trains_once_and_evaluates_every_weight_vector(tiny
     assert record.sources == [trained[0].info.run_id]
     model, tokenizer = moalign.load_policy("cond/cond@0.5,0.5", uri)
     assert format_prompt(tokenizer, "the cat") == "[weights: good=0.50 bad=0.50]\nthe cat"
-
-    out, prompts = in_tmp / "out.jsonl", in_tmp / "two.jsonl"
-    prompts.write_text('{"prompt": "the cat sat"}\n{"prompt": "a dog was"}\n')
-    assert generate_file("cond/cond@1,0", prompts, out, tracking_uri=uri, progress=False) == 2
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert rows[0]["prompt"] == "the cat sat"  # the prompt itself; the weights went through the template
-
-
-def test_conditioning_needs_the_chat_template():
-    from moalign import ConfigError
-    from moalign.config import from_dict
-    from moalign.rl.config import TrainConfig
-
-    with pytest.raises(ConfigError, match="conditioning.enabled needs model.use_chat_template: true"):
-        from_dict(TrainConfig, {"data": {"train": "x.jsonl"}, "model": {"use_chat_template": False},
-                                "conditioning": {"enabled": True}})
+    # what `moalign generate` writes: the prompt itself, the weights went through the template
+    rows = generate_rows(model, tokenizer, [{"prompt": "the cat sat"}], search.train.sampling, progress=False)
+    assert [r["prompt"] for r in rows] == ["the cat sat"] and isinstance(rows[0]["completion"], str)

@@ -87,7 +87,8 @@ def test_a_bad_conditioning_section_is_one_config_error(section, message):
 def test_a_resumed_conditioned_run_draws_what_the_uninterrupted_one_did(tiny_llama, data, tmp_path, monkeypatch):
     def config(where):
         cfg = conditioned(tiny_llama, data, tmp_path / where, steps=3, alpha=0.5)
-        cfg.checkpoint_every, cfg.sampling = 2, SamplingConfig(num_generations=2, prompts_per_step=3, max_new_tokens=4)
+        cfg.checkpoint_every, cfg.sampling = 2, SamplingConfig(num_generations=2, prompts_per_step=2, max_new_tokens=4)
+        cfg.data.max_eval_prompts = 1
         return cfg
 
     reference = moalign.train(config("reference"))
