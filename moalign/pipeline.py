@@ -6,6 +6,8 @@
       - {strategy: soups, weights: {method: das-dennis, n_partitions: 4}}
       - {strategy: grid, weights: [[1, 0], [0.5, 0.5], [0, 1]]}
     report: {out: moalign-report}
+    executor: local                 # or ray: every search's children as Ray tasks (see pareto/executors.py)
+    ray: {address: null, num_cpus: 1, num_gpus: 0}  # a search's own `executor`/`ray` override these
 
 Everything is validated before any training: unknown keys, weights that do not match the
 objectives, a missing dataset all fail with one line naming the file and key.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from moalign.config import apply_overrides, from_dict, load_yaml
 from moalign.errors import ConfigError, MoalignError
-from moalign.pareto.config import SearchConfig
+from moalign.pareto.config import EXECUTORS, RayConfig, SearchConfig
 from moalign.rl.config import TrainConfig
 
 
@@ -36,8 +38,12 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     searches: list = field(default_factory=lambda: [{"strategy": "grid"}])
     report: ReportConfig = field(default_factory=ReportConfig)
+    executor: str = "local"  # the searches' default (SearchConfig.executor)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if not isinstance(self.searches, list) or not self.searches:
             raise ConfigError("searches: give a list of at least one search")
         if self.experiment:
@@ -54,6 +60,10 @@ class PipelineConfig:
                 raise ConfigError(f"unknown key 'searches[{i}].train' (the training setup is the top-level 'train')")
             search = from_dict(SearchConfig, spec, f"searches[{i}]")
             search.train = self.train
+            if "executor" not in spec:
+                search.executor = self.executor
+            if "ray" not in spec:
+                search.ray = self.ray
             out.append(search)
         return out
 
@@ -80,7 +90,9 @@ def _under_train(message: str) -> str:
 
 def validate(config: PipelineConfig, searches: list[SearchConfig]) -> None:
     """Everything in the files that can fail before training, checked before training."""
+    from moalign.pareto.executors import check_shared_store
     from moalign.pareto.front import check_reference_point
+    from moalign.pareto.strategies import get_strategy
     from moalign.pareto.weights import weight_vectors
     from moalign.rl.cli import check_inputs
     from moalign.rl.reward import MultiObjectiveReward
@@ -94,9 +106,12 @@ def validate(config: PipelineConfig, searches: list[SearchConfig]) -> None:
         try:  # every search's, before the first one trains: a typo in the second costs nothing
             weight_vectors(search.weights, names)
             check_reference_point(search.reference_point, names)
+            # again against the pipeline's `train` (at parse time the search saw the default one)
+            get_strategy(search.strategy).parse_options(search.options, search)
         except ConfigError as exc:
             detail = str(exc).removeprefix("search.").removeprefix("reward.")
             raise ConfigError(f"searches[{i}].{detail}") from None
+        check_shared_store(search)  # names the top-level train's keys
 
 
 def check_environment(config: PipelineConfig) -> None:

@@ -1,0 +1,131 @@
+"""Searches on Ray: every child a task on a real local cluster (127.0.0.1, 2 CPUs), started once for
+this module. Children run at once, give the front the local executor gives, and a child whose
+worker dies mid-training resumes from its checkpoint in the retried task.
+
+The workers import this module (PYTHONPATH, setup hook) to know the test objectives, as a real
+deployment's workers find installed objective plugins through their entry points.
+"""
+import os
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+import moalign
+from moalign.pareto.config import RayConfig, SearchConfig
+from moalign.rl.config import OptimConfig, RewardConfig, TrackingConfig
+
+from rl_helpers import WordShare, tiny_config, write_prompts
+
+TESTS = Path(__file__).resolve().parent
+OBJECTIVES = {"good": {"type": "word_share", "word": "good"}, "bad": {"type": "word_share", "word": "bad"}}
+
+
+class ExitOnce(WordShare):
+    """`word_share` whose worker process exits at its `at_call`-th scoring, once per `marker` file:
+    a worker killed mid-step, as a lost node or the OOM killer would."""
+
+    name = "exit_once"
+
+    def __init__(self, word: str = "good", at_call: int = 3, marker: str = ""):
+        super().__init__(word)
+        self.at_call, self.marker, self.calls = at_call, marker, 0
+
+    def _score(self, batch):
+        self.calls += 1
+        with open(f"{self.marker}.calls", "a") as log:
+            log.write(f"{os.getpid()}\n")
+        if self.calls == self.at_call and not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            os._exit(1)
+        return super()._score(batch)
+
+
+moalign.register_objective(ExitOnce)
+
+
+def _setup_worker():
+    import test_ray_search  # noqa: F401  (registers the test objectives in the worker)
+
+
+@ray.remote(num_cpus=1)
+def _warm(ready: str, model: str) -> int:
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    import moalign.pareto.children  # noqa: F401
+    from moalign.rl.config import ModelConfig
+    from moalign.rl.policy import Policy
+
+    Policy(ModelConfig(name=model, lora_r=8))
+    Path(ready, str(os.getpid())).touch()
+    deadline = time.time() + 120
+    while len(os.listdir(ready)) < 2 and time.time() < deadline:  # both at once: two workers
+        time.sleep(0.05)
+    return os.getpid()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, tiny_llama):
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}, "worker_process_setup_hook": _setup_worker})
+    # both workers load the training stack now, together: otherwise the second child of a round
+    # waits for its worker's imports (seconds) and two tiny trainings (seconds) never overlap
+    ready = tmp_path_factory.mktemp("warm")
+    assert len(set(ray.get([_warm.remote(str(ready), tiny_llama) for _ in range(2)]))) == 2
+    yield
+    ray.shutdown()
+
+
+def search_config(model, tmp, experiment, objectives=OBJECTIVES, steps=4, **search):
+    data = write_prompts(tmp / "prompts.jsonl")
+    train = tiny_config(model, data, tmp, optim=OptimConfig(steps=steps, lr=2e-2), checkpoint_every=2,
+                        reward=RewardConfig(objectives=objectives),
+                        tracking=TrackingConfig(enabled=True, experiment=experiment, samples_every=0))
+    train.data.max_eval_prompts = 4
+    return SearchConfig(train=train, strategy="grid", name=experiment, **{"weights": [[1, 0], [0, 1]], **search})
+
+
+def children_of(client, experiment, parent_id):
+    exp = client.get_experiment_by_name(experiment).experiment_id
+    return {r.data.tags["moalign.key"]: r for r in client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent_id}'")}
+
+
+def test_children_run_at_once_and_give_the_local_front(cluster, tiny_llama, in_tmp):
+    t0 = time.perf_counter()
+    on_ray = moalign.search(search_config(tiny_llama, in_tmp, "ray", executor="ray"))
+    t_ray = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    local = moalign.search(search_config(tiny_llama, in_tmp, "local"))
+    t_local = time.perf_counter() - t0
+    print(f"2 children + base: ray {t_ray:.1f}s, local {t_local:.1f}s")
+
+    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    runs = children_of(client, "ray", on_ray.parent_run_id)
+    assert sorted(runs) == ["base", "train:0.0000,1.0000:s0", "train:1.0000,0.0000:s0"]
+    a, b = (runs[k].info for k in ("train:0.0000,1.0000:s0", "train:1.0000,0.0000:s0"))
+    assert max(a.start_time, b.start_time) < min(a.end_time, b.end_time), "the two trainings did not overlap"
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
+    # the same seeds give the same policies, wherever they ran
+    cols = ["role", "weights", "good", "bad"]
+    assert on_ray.policies[cols].sort_values("weights").values.tolist() == \
+        local.policies[cols].sort_values("weights").values.tolist()
+    assert on_ray.hypervolume == pytest.approx(local.hypervolume)
+
+
+def test_a_worker_killed_mid_child_resumes_from_its_checkpoint(cluster, tiny_llama, in_tmp):
+    marker = in_tmp / "killed"
+    objectives = {**OBJECTIVES, "good": {"type": "exit_once", "word": "good", "at_call": 3, "marker": str(marker)}}
+    config = search_config(tiny_llama, in_tmp, "kill", objectives, weights=[[1, 0]], evaluate_base=False,
+                           executor="ray", ray=RayConfig(max_retries=1))
+    result = moalign.search(config)
+    assert marker.exists()  # the first worker died during step 3, after the checkpoint at step 2
+
+    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    (child,) = children_of(client, "kill", result.parent_run_id).values()
+    assert child.info.status == "FINISHED" and child.data.metrics["train_steps"] == 4
+    # the retried task continued the same run: every step logged once
+    assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "loss")) == [1, 2, 3, 4]
+    # scorings per worker: steps 1-3 in the one killed, then steps 3-4 and the evaluation, not 1-4 again
+    pids = Path(f"{marker}.calls").read_text().split()
+    assert [pids.count(p) for p in dict.fromkeys(pids)] == [3, 3]
