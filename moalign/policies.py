@@ -360,7 +360,8 @@ def _mix(model_cfg: ModelConfig, dirs: list[Path], weights: list[float], device:
 
 def load_policy(ref: str, tracking_uri: str | None = None, device: str | None = None):
     """(model, tokenizer) of any policy on a front, ready to generate: the model in eval mode with
-    its adapter (or a soup's mix of its endpoints) merged into plain transformers weights, the
+    its adapter (or a soup's mix of its endpoints) merged into plain transformers weights (a
+    decoding-time mix: a `MixedPolicy`, which has `generate` but no merged weights), the
     tokenizer padding on the left with a pad token set.
 
     `ref`: an MLflow run id, ``EXPERIMENT/SEARCH@W1,W2[:sSEED]`` (the policy at those reward
