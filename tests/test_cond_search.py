@@ -66,3 +66,37 @@ def test_a_conditioned_search_trains_once_and_evaluates_every_weight_vector(tiny
     # what `moalign generate` writes: the prompt itself, the weights went through the template
     rows = generate_rows(model, tokenizer, [{"prompt": "the cat sat"}], search.train.sampling, progress=False)
     assert [r["prompt"] for r in rows] == ["the cat sat"] and isinstance(rows[0]["completion"], str)
+
+
+def test_the_strategy_trains_once_per_seed_then_evaluates_every_weight_vector():
+    from moalign.pareto.config import SearchConfig
+    from moalign.pareto.strategies import get_strategy
+    from moalign.pareto.strategies.base import EvalUnit, TrainUnit
+    from moalign.rl.config import RewardConfig, TrainConfig
+
+    train = TrainConfig(reward=RewardConfig(objectives={"good": {"type": "word_share"}, "bad": {"type": "word_share", "word": "bad"}}))
+    config = SearchConfig(train=train, strategy="conditioned", weights=[[1, 0], [0, 1]], seeds=[0, 1])
+    strategy = get_strategy("conditioned")(config, ["good", "bad"], ["maximize"] * 2, [[1.0, 0.0], [0.0, 1.0]])
+    first = strategy.next_units({})
+    assert [(type(u), u.key) for u in first] == [(TrainUnit, "conditioned-train:s0"), (TrainUnit, "conditioned-train:s1")]
+    assert strategy.train_config(first[0]).conditioning.enabled and not config.train.conditioning.enabled
+    done = {u.key: {"key": u.key, "role": u.role, "run_id": f"run{u.seed}", "adapter_dir": f"dir{u.seed}"} for u in first}
+    second = strategy.next_units(done)
+    assert [u.key for u in second] == ["conditioned:1.0000,0.0000:s0", "conditioned:0.0000,1.0000:s0",
+                                       "conditioned:1.0000,0.0000:s1", "conditioned:0.0000,1.0000:s1"]
+    assert all(isinstance(u, EvalUnit) and u.sources == (f"run{u.seed}",) for u in second)
+    done.update({u.key: {"key": u.key, "role": u.role} for u in second})
+    assert strategy.next_units(done) == []
+    assert [r["key"] for r in strategy.front_rows(list(done.values()))] == [u.key for u in second]
+
+
+def test_a_bad_conditioning_section_fails_the_pipeline_before_anything_runs(tiny_llama, tmp_path):
+    from moalign import ConfigError
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(f"train:\n  model: {{name: {tiny_llama}}}\n  data: {{train: {write_prompts(tmp_path / 'p.jsonl')}}}\n"
+                    "  reward: {objectives: [chrf, verbosity]}\n  conditioning: {alpha: [1, 1, 1]}\n"
+                    "searches: [{strategy: conditioned}]\nreport: {enabled: false}\n")
+    with pytest.raises(ConfigError, match=r"conditioning.alpha: got 3 values for 2 objectives") as info:
+        load_pipeline(path)
+    assert "\n" not in str(info.value)
