@@ -38,8 +38,8 @@ def test_registry_names_and_unknown_strategy_is_one_line():
     ({"budget_steps": 80, "min_weight_gap": 1.5}, "options.min_weight_gap: expected a number in (0, 1)"),
 ])
 def test_bad_adaptive_options_are_one_line_naming_the_key(options, message):
-    with pytest.raises(ConfigError) as info:
-        search("adaptive", options=options)
+    with pytest.raises(ConfigError) as info:  # the budget against the steps: where a search starts
+        get_strategy("adaptive")(search("adaptive", options=options), NAMES, ["maximize"] * 2, None)
     assert message in str(info.value) and "\n" not in str(info.value)
 
 

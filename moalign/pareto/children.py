@@ -64,13 +64,28 @@ def child_key(role: str, weights=None, seed: int | None = None) -> str:
     return f"{'train' if role == 'trained' else role}:{weights_key(weights)}:s{seed}"
 
 
+# Training fields added after runs were made, left out of identities (train_hash, search_id) while
+# they are at the value that means "as before", so those runs and searches are still found.
+AS_BEFORE = {("model", "init_adapter"): None, ("model", "attn_implementation"): None,
+             ("sampling", "static_cache"): False}
+
+
+def as_before(train: dict) -> dict:
+    """`asdict(TrainConfig)` without the fields in `AS_BEFORE` at their old meaning, nor a disabled
+    `conditioning` section."""
+    for (section, key), value in AS_BEFORE.items():
+        if key in train.get(section, {}) and train[section][key] == value:
+            del train[section][key]
+    if not (train.get("conditioning") or {}).get("enabled", True):
+        del train["conditioning"]
+    return train
+
+
 def train_hash(cfg) -> str:
     """Identity of a training run's outcome: its config (seed included) without bookkeeping fields."""
-    data = asdict(cfg)
+    data = as_before(asdict(cfg))
     data.pop("progress", None)
     data["tracking"] = {}
-    if data["model"].get("init_adapter") is None:  # as before the field existed, so older runs are reused
-        data["model"].pop("init_adapter", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -210,7 +225,9 @@ class Children:
             raise
         scores = {n: float(scores_df[n].mean()) for n in scores_df.columns}
         wall = time.perf_counter() - t0
-        cost = cost_metrics(0, counts["generated_tokens"], counts["forward_tokens"], wall)
+        # a decoding-time mix runs each of its endpoints on every token
+        forward = counts["forward_tokens"] * getattr(model, "forwards_per_token", 1)
+        cost = cost_metrics(0, counts["generated_tokens"], forward, wall)
         self.tracker.log_metrics(run_id, [(0, {**{f"eval/{k}": v for k, v in scores.items()},
                                                "eval_wall_time_s": wall, "train_steps": 0, **cost})])
         self.tracker.log_table(run_id, samples, SAMPLES)

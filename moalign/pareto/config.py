@@ -70,7 +70,9 @@ class SearchConfig:
             raise ConfigError(f"n_bootstrap: expected an integer >= 100, got {self.n_bootstrap!r}")
         if self.executor not in EXECUTORS:
             raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
-        strategy.parse_options(self.options, self)  # last: options may be checked against the fields above
+        # the options alone; against `train` (e.g. a budget against the step count) when the search
+        # starts or its pipeline is validated: a pipeline's searches get their `train` after parsing
+        strategy.parse_options(self.options)
 
     @property
     def training_seeds(self) -> list[int]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from moalign.errors import MoalignError
-from moalign.pareto.children import COSTS, ChildContext, Children, run_eval, run_train
+from moalign.pareto.children import COSTS, ChildContext, Children, as_before, run_eval, run_train
 from moalign.pareto.config import SearchConfig
 from moalign.pareto.executors import check_shared_store, make_executor
 from moalign.pareto.strategies import get_strategy
@@ -60,8 +60,7 @@ def search_id(config: SearchConfig) -> str:
     data.pop("ray", None)
     if not data.get("options"):  # as before the field existed, so earlier searches are found again
         data.pop("options", None)
-    if data["train"]["model"].get("init_adapter") is None:
-        data["train"]["model"].pop("init_adapter", None)
+    as_before(data["train"])
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -143,6 +142,7 @@ def run_search(config: SearchConfig, tracker=None, executor=None) -> SearchResul
     names, directions = reward.names, reward.directions
     check_reference_point(config.reference_point, names)
     W = weight_vectors(config.weights, names)
+    strategy = get_strategy(config.strategy)(config, names, directions, W)  # checks its options against `train`
     _, eval_records = load_data(train_cfg)
     objectives = {**reward.all_objectives, **(build_objectives(train_cfg.eval_objectives) if train_cfg.eval_objectives else {})}
     check_objective_fields(objectives, eval_records)
@@ -160,7 +160,6 @@ def run_search(config: SearchConfig, tracker=None, executor=None) -> SearchResul
         "confidence": CONFIDENCE, "model": train_cfg.model.name, "algorithm": train_cfg.algorithm.name,
         "steps_per_run": train_cfg.optim.steps})
     children = Children(tracker, parent_id, sid, train_cfg, names, objectives, eval_records, directions)
-    strategy = get_strategy(config.strategy)(config, names, directions, W)
     uri = resolve_tracking_uri(train_cfg.tracking.tracking_uri) if train_cfg.tracking.enabled else None
     ctx = ChildContext(config, parent_id, sid, uri)
     try:
