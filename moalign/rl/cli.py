@@ -94,6 +94,7 @@ def config_of_run(run_id: str, tracking_uri: str | None):
 
 
 def run_train(args) -> int:
+    from moalign.rl.distributed import launched_rank
     from moalign.rl.trainer import train
     from moalign.tracking import make_tracker
 
@@ -109,8 +110,12 @@ def run_train(args) -> int:
         config = build_config(args.config, args.weights, args.set)
         preflight(config)
         # Created here, before any model loads: it probes the store, so a wrong URI fails in seconds.
-        tracker = make_tracker(config.tracking.enabled, config.tracking.experiment, config.tracking.tracking_uri)
+        # Only the first of a launcher's processes talks to MLflow.
+        tracker = make_tracker(config.tracking.enabled and launched_rank() == 0, config.tracking.experiment,
+                               config.tracking.tracking_uri)
     result = train(config, resume_run_id=args.resume, tracker=tracker)
+    if launched_rank() != 0:  # the main process reports the run
+        return 0
     scores = ", ".join(f"{k}={v:.4g}" for k, v in result.eval_scores.items())
     print(f"run {result.run_id}: {result.steps} steps in {result.wall_time:.0f}s; eval: {scores}")
     print(f"adapter: {result.adapter_dir}")

@@ -45,6 +45,13 @@ def launched_world_size() -> int:
     return get_int_from_env(_WORLD_SIZE_VARIABLES, 1)
 
 
+def launched_rank() -> int:
+    """This process's rank as the launcher numbered it (0 without one), before any process group exists."""
+    from accelerate.utils import get_int_from_env
+
+    return get_int_from_env(["RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"], 0)
+
+
 def check_world_size(config, world_size: int | None = None) -> None:
     """One line when the step's prompt groups cannot be shared evenly, or accelerate asks for a mode
     this trainer does not run (see the module docstring)."""
