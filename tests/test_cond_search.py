@@ -11,6 +11,7 @@ from moalign.generation import generate_rows
 from moalign.models import format_prompt
 from moalign.pipeline import load_pipeline
 from moalign.policies import find_policy
+from moalign.tracking import MlflowTracker
 
 from rl_helpers import write_prompts
 
@@ -25,7 +26,7 @@ train:
   algorithm: {{name: rloo, kl_coef: 0.0}}
   optim: {{steps: 2, lr: 0.02}}
   conditioning: {{draw: dirichlet, alpha: 0.5}}
-  tracking: {{tracking_uri: {uri}, samples_every: 0}}
+  tracking: {{tracking_uri: {uri}, samples_every: 2}}
   output_dir: {runs}
   checkpoint_every: 2
   progress: false
@@ -53,6 +54,8 @@ def test_a_conditioned_search_trains_once_and_evaluates_every_weight_vector(tiny
                                  "tags.`moalign.role` = 'conditioned-train'")
     assert len(trained) == 1 and trained[0].data.params["conditioning.enabled"].lower() == "true"
     assert "conditioning/weight/good" in trained[0].data.metrics
+    samples = MlflowTracker(None, uri).read_table(trained[0].info.run_id, "samples.json")
+    assert ((samples["w_good"] + samples["w_bad"]).round(6) == 1).all()  # each sample's weights, beside its prompt
     for key in keys:
         child = client.get_run(runs[key])
         assert json.loads(child.data.tags["moalign.endpoints"]) == [trained[0].info.run_id]

@@ -329,7 +329,8 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             history.append({"step": step, **metrics})
             pending_metrics.append((step, metrics))
             if config.tracking.samples_every and step % config.tracking.samples_every == 0:
-                pending_samples.append((step, pd.concat([pd.DataFrame({"step": step, "prompt": batch.prompts,
+                told = {} if drawn is None else {f"w_{n}": drawn[index, j] for j, n in enumerate(reward_fn.names)}
+                pending_samples.append((step, pd.concat([pd.DataFrame({"step": step, "prompt": batch.prompts, **told,
                                                                        "completion": batch.completions, "reward": rewards}), raw], axis=1)))
             committed = snapshot()
             state["dirty"] = False
