@@ -13,7 +13,7 @@ from moalign.pareto.front import reference_point
 from moalign.pareto.uncertainty import PolicyScores
 from moalign.tracking import MlflowTracker
 from moalign.reports.interactive import policy_samples
-from moalign.reports.labels import policy_label
+from moalign.reports.labels import ROLES, policy_label
 
 
 @dataclass
@@ -87,9 +87,9 @@ def load_search(tracker, parent) -> Search:
         row.update({k[5:]: v for k, v in metrics.items() if k.startswith("eval/")})
         rows.append(row)
         samples[key] = tracker.read_table(child.info.run_id, SAMPLES)
-    order = {"base": 0, "trained": 1, "soup": 2}
+    order = {role: i for i, role in enumerate(ROLES)}
     runs = pd.DataFrame(rows).sort_values(["role", "weights", "seed"], ascending=[True, False, True],
-                                          key=lambda s: s.map(order) if s.name == "role" else s).reset_index(drop=True)
+                                          key=lambda s: s.map(order).fillna(len(order)) if s.name == "role" else s).reset_index(drop=True)
     evaluated = [c for c in directions if c in runs.columns]
     scores = PolicyScores(runs, samples, evaluated)
     dirs = [directions[o] for o in objectives]

@@ -24,9 +24,9 @@ import pandas as pd
 
 from moalign.data import atomic_path
 from moalign.pareto.front import non_dominated
-from moalign.reports.labels import interval, policy_label
+from moalign.reports.labels import interval, policy_label, roles_in
 
-SYMBOLS = {"trained": "circle", "soup": "triangle-up"}
+SYMBOLS = {"trained": "circle", "soup": "triangle-up", "mix": "triangle-down", "conditioned": "diamond"}
 FLAG_MARKER = {"symbol": "circle-open", "size": 24, "color": "red", "line": {"width": 2}}  # a red ring
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 PANELS_PER_ROW = 3
@@ -131,7 +131,7 @@ def front_figure(searches: Mapping[str, tuple[pd.DataFrame, Mapping[str, pd.Data
         ids = _run_ids(table)
         for p, (x, y) in enumerate(pairs):
             r, c = p // cols + 1, p % cols + 1
-            for role in ("trained", "soup", "base"):
+            for role in [r for r in roles_in(table) if r != "base"] + ["base"]:  # base drawn last, on top
                 sel = (table["role"] == role).to_numpy()
                 if not sel.any():
                     continue
@@ -139,7 +139,7 @@ def front_figure(searches: Mapping[str, tuple[pd.DataFrame, Mapping[str, pd.Data
                 fig.add_trace(go.Scatter(
                     x=part[x], y=part[y], mode="markers", name=f"{name} {role}" if role != "base" else "base model",
                     legendgroup=f"{name} {role}", showlegend=p == 0 and not (role == "base" and i > 0),
-                    marker={"symbol": SYMBOLS.get(role, "square"), "size": 14 if role == "base" else 10,
+                    marker={"symbol": "square" if role == "base" else SYMBOLS.get(role, "cross"), "size": 14 if role == "base" else 10,
                             "color": "#7f7f7f" if role == "base" else color, "line": {"width": 1, "color": "black"}},
                     error_x=_error(part, x), error_y=_error(part, y),
                     hovertext=[hover[k] for k in np.flatnonzero(sel)], hoverinfo="text",

@@ -3,6 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 
+# Every role a front's policy can have, in the order tables and legends list them; a role added
+# by a new strategy and missing here is still drawn (after these), never dropped.
+ROLES = ("base", "trained", "soup", "mix", "conditioned")
+
+
+def roles_in(table) -> list[str]:
+    """The roles present in a policies table, known ones first in ROLES order."""
+    present = list(dict.fromkeys(table["role"]))
+    return [r for r in ROLES if r in present] + [r for r in present if r not in ROLES]
+
 
 def weights_label(weights: str) -> str:
     """'0.7500,0.2500' -> 'w=0.75/0.25'."""

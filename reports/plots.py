@@ -13,9 +13,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from moalign.pareto.front import non_dominated  # noqa: E402
-from moalign.reports.labels import weights_label  # noqa: E402
+from moalign.reports.labels import roles_in, weights_label  # noqa: E402
 
-MARKERS = {"base": "s", "trained": "o", "soup": "^"}
+MARKERS = {"base": "s", "trained": "o", "soup": "^", "mix": "v", "conditioned": "D"}
 FLAG_STYLE = {"marker": "o", "facecolors": "none", "edgecolors": "red", "s": 190, "linewidth": 1.5}  # a red ring
 
 
@@ -48,7 +48,8 @@ def plot_front(ax, table: pd.DataFrame, x: str, y: str, directions: dict, label:
     pts = table[[x, y]].to_numpy(dtype=float)
     nd = non_dominated(pts, [directions[x], directions[y]])
     color = color or "C0"
-    for role, marker in MARKERS.items():
+    for role in roles_in(table):
+        marker = MARKERS.get(role, "P")
         sel = (table["role"] == role).to_numpy()
         if sel.any():
             ax.scatter(pts[sel, 0], pts[sel, 1], marker=marker, color="grey" if role == "base" else color,

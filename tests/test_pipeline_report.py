@@ -112,7 +112,8 @@ def test_report_cli_renders_in_headless_chromium(pipeline_run, tmp_path, monkeyp
         assert check_interactive_front(driver, "weights: good 1, bad 0") == endpoint
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]);")
-        assert [alt for alt, *_ in images] == ["All objectives", "Hypervolume per search", "Learning curves: soups",
+        assert [alt for alt, *_ in images] == ["All objectives", "Hypervolume per search", "Hypervolume against cost",
+                                               "Learning curves: soups",
                                                "Learning curves: grid"]
         for alt, complete, width, height in images:
             assert complete and width > 200 and height > 100, alt

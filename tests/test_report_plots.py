@@ -49,3 +49,19 @@ def test_hypervolume_bars_show_their_intervals():
     assert len(bars) == 1  # no interval for grid, so no bar for it
     (segment,) = bars[0].lines[2][0].get_segments()
     assert segment[:, 1].tolist() == [700.0, 810.0] and segment[0, 0] == 0
+
+
+def test_every_role_of_every_strategy_is_drawn_in_both_figures():
+    """Mixes, conditioned policies and roles no figure knows yet are drawn, never dropped."""
+    from moalign.reports.interactive import front_figure
+
+    table = pd.DataFrame({"role": ["base", "trained", "mix", "conditioned", "future-role"],
+                          "weights": ["", "1.0000,0.0000", "0.5000,0.5000", "0.2500,0.7500", "0.7500,0.2500"],
+                          "rouge_l": [0.30, 0.45, 0.38, 0.33, 0.40], "verbosity": [20.0, 25.0, 15.0, 10.0, 18.0]})
+    dirs = {"rouge_l": "maximize", "verbosity": "minimize"}
+    ax = plots.pareto_pairs_figure({"s": table}, list(dirs), dirs).get_axes()[0]
+    drawn = {c.get_label(): len(c.get_offsets()) for c in ax.collections if c.get_label().startswith("s ")}
+    assert drawn == {"s base": 1, "s trained": 1, "s mix": 1, "s conditioned": 1, "s future-role": 1}
+    fig = front_figure({"s": (table, {})}, list(dirs), dirs)
+    traces = {t.name: len(t.x) for t in fig.data if t.mode == "markers"}
+    assert traces == {"s trained": 1, "s mix": 1, "s conditioned": 1, "s future-role": 1, "base model": 1}
