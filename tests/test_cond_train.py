@@ -138,3 +138,22 @@ def test_the_policy_answers_each_weight_vector_differently_and_deterministically
     assert texts == again and torch.equal(logp, logp_again)
     assert not torch.allclose(logp, logp_other, atol=1e-4)
     assert texts != other
+
+
+def test_the_conditioned_chat_template_writes_what_training_wrote():
+    """Through a chat template: the statement opens each user message (not the system's), exactly
+    the text training formats from `condition_prompt`; without one, statement and prompt as they are."""
+    from moalign.models import format_prompt
+
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
+                               "{% if add_generation_prompt %}<assistant>{% endif %}")
+    told = conditioned_tokenizer(tokenizer, ["good", "bad"], [0.25, 0.75])
+    trained_on = format_prompt(tokenizer, condition_prompt("the cat", ["good", "bad"], [0.25, 0.75]))
+    assert format_prompt(told, "the cat") == trained_on == "<user>[weights: good=0.25 bad=0.75]\nthe cat</s><assistant>"
+    chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "the cat"}]
+    assert told.apply_chat_template(chat, tokenize=False).startswith("<system>be brief</s><user>[weights: good=0.25")
+    assert tokenizer.chat_template.startswith("{% for m")  # the policy's own tokenizer is left as it was
+    plain = make_tokenizer()
+    assert format_prompt(conditioned_tokenizer(plain, ["good", "bad"], [1, 0]), "the cat") == \
+        format_prompt(plain, condition_prompt("the cat", ["good", "bad"], [1, 0]))
