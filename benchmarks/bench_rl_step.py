@@ -42,7 +42,7 @@ def run_moalign(model: str, steps: int, out: Path) -> dict:
     return parts
 
 
-def run_generation_ab(model_name: str, reps: int = 3) -> dict:
+def run_generation_ab(model_name: str, reps: int = 2) -> dict:
     """Seconds to sample one step's 16 completions, each prompt prefilled once (`share_prompt`) or
     repeated per completion (the plain `generate` call), alternated so that both see the same load."""
     from moalign.data import load_prompt_records
