@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import ray
+import torch
 from mlflow.tracking import MlflowClient
 
 import moalign
+from moalign.errors import MoalignError
 from moalign.pareto.config import RayConfig, SearchConfig
 from moalign.rl.config import OptimConfig, RewardConfig, TrackingConfig
 
@@ -43,7 +45,26 @@ class ExitOnce(WordShare):
         return super()._score(batch)
 
 
+class FailOnce(WordShare):
+    """`word_share` that fails (one line, as a bad input would) at its `at_call`-th scoring, in
+    whichever child gets there first (`marker`)."""
+
+    name = "fail_once"
+
+    def __init__(self, word: str = "good", at_call: int = 2, marker: str = ""):
+        super().__init__(word)
+        self.at_call, self.marker, self.calls = at_call, marker, 0
+
+    def _score(self, batch):
+        self.calls += 1
+        if self.calls == self.at_call and not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            raise MoalignError("objective 'good' failed on purpose")
+        return super()._score(batch)
+
+
 moalign.register_objective(ExitOnce)
+moalign.register_objective(FailOnce)
 
 
 def _setup_worker():
@@ -67,6 +88,10 @@ def _warm(ready: str, model: str) -> int:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, tiny_llama):
+    # Ray starts workers at niceness 15, below every other process of a shared machine: on busy CI
+    # the children would wait for the CPU rather than for each other
+    niceness = os.environ.get("RAY_worker_niceness")
+    os.environ["RAY_worker_niceness"] = "0"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}, "worker_process_setup_hook": _setup_worker})
     # both workers load the training stack now, together: otherwise the second child of a round
@@ -75,6 +100,10 @@ def cluster(tmp_path_factory, tiny_llama):
     assert len(set(ray.get([_warm.remote(str(ready), tiny_llama) for _ in range(2)]))) == 2
     yield
     ray.shutdown()
+    if niceness is None:
+        del os.environ["RAY_worker_niceness"]
+    else:
+        os.environ["RAY_worker_niceness"] = niceness
 
 
 def search_config(model, tmp, experiment, objectives=OBJECTIVES, steps=4, **search):
@@ -95,9 +124,14 @@ def test_children_run_at_once_and_give_the_local_front(cluster, tiny_llama, in_t
     t0 = time.perf_counter()
     on_ray = moalign.search(search_config(tiny_llama, in_tmp, "ray", executor="ray"))
     t_ray = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    local = moalign.search(search_config(tiny_llama, in_tmp, "local"))
-    t_local = time.perf_counter() - t0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in each Ray task (OMP_NUM_THREADS = its num_cpus): no oversubscribed cores
+    try:
+        t0 = time.perf_counter()
+        local = moalign.search(search_config(tiny_llama, in_tmp, "local"))
+        t_local = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
     print(f"2 children + base: ray {t_ray:.1f}s, local {t_local:.1f}s")
 
     client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
@@ -129,3 +163,18 @@ def test_a_worker_killed_mid_child_resumes_from_its_checkpoint(cluster, tiny_lla
     # scorings per worker: steps 1-3 in the one killed, then steps 3-4 and the evaluation, not 1-4 again
     pids = Path(f"{marker}.calls").read_text().split()
     assert [pids.count(p) for p in dict.fromkeys(pids)] == [3, 3]
+
+
+def test_a_failed_child_stops_the_others_and_is_the_error_raised(cluster, tiny_llama, in_tmp):
+    marker = in_tmp / "failed"
+    objectives = {**OBJECTIVES, "good": {"type": "fail_once", "word": "good", "at_call": 2, "marker": str(marker)}}
+    config = search_config(tiny_llama, in_tmp, "fail", objectives, steps=12, evaluate_base=False, executor="ray")
+    with pytest.raises(MoalignError) as info:
+        moalign.search(config)
+    assert str(info.value) == "objective 'good' failed on purpose"  # the child's own error, not a Ray traceback
+    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    (parent,) = client.search_runs([client.get_experiment_by_name("fail").experiment_id], "tags.`moalign.kind` = 'search'")
+    assert parent.info.status == "FAILED"
+    # the other child was interrupted as Ctrl-C interrupts it (or never started): nothing is left RUNNING
+    statuses = sorted(r.info.status for r in children_of(client, "fail", parent.info.run_id).values())
+    assert statuses in (["FAILED", "KILLED"], ["FAILED"]), statuses
