@@ -51,14 +51,17 @@ def generate(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, 
         torch.manual_seed(seed)
     texts = [format_prompt(tokenizer, p, use_chat_template) for p in prompts]
     templated = use_chat_template and bool(getattr(tokenizer, "chat_template", None))
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated)
     device = next(model.parameters()).device
+    static_cache = static_cache and device.type == "cuda"
+    # A static cache is compiled for one shape: prompts padded to a multiple of 64 make steps repeat shapes.
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated,
+                    pad_to_multiple_of=64 if static_cache else None)
     prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     sampling = dict(do_sample=True, temperature=temperature, top_k=top_k or None, top_p=top_p) if temperature > 0 else dict(do_sample=False)
     kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                   eos_token_id=tokenizer.eos_token_id, **sampling)
     out = None
-    if static_cache and device.type == "cuda":
+    if static_cache:
         kwargs["cache_implementation"] = "static"
     elif share_prompt and n > 1 and _is_hf_model(model):
         out = generate_from_shared_prompts(model, prompt_ids, prompt_mask, n, **kwargs)
