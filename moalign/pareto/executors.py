@@ -17,12 +17,20 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 from moalign.errors import ConfigError, MoalignError
 from moalign.pareto.config import RayConfig
 
-# stores only this machine can open: SQLite files and file-store folders
-_LOCAL_SCHEMES = ("sqlite:", "file:")
+
+def _on_this_machine(uri: str) -> bool:
+    """A SQLite file or a file store (`file:`, a path, a Windows drive); `databricks`, `http(s)://` are not.
+
+    >>> [_on_this_machine(u) for u in ("sqlite:///m.db", "./mlruns", "C:/mlruns", "databricks", "https://mlflow:5000")]
+    [True, True, True, False, False]
+    """
+    scheme = urlparse(uri).scheme
+    return scheme in ("sqlite", "file") or len(scheme) == 1 or (not scheme and ("/" in uri or "\\" in uri or uri.startswith(".")))
 
 
 def make_executor(config):
@@ -30,7 +38,7 @@ def make_executor(config):
     its own process, in order, sharing its open store (`moalign.pareto.search.serial`)."""
     if config.executor == "local":
         return None
-    return RayExecutor(config.ray or RayConfig())
+    return RayExecutor(config.ray)
 
 
 def check_shared_store(config) -> None:
@@ -44,7 +52,7 @@ def check_shared_store(config) -> None:
         from moalign.tracking import resolve_tracking_uri
 
         uri = resolve_tracking_uri(train.tracking.tracking_uri)
-        if uri.startswith(_LOCAL_SCHEMES) or "://" not in uri:
+        if _on_this_machine(uri):
             raise ConfigError(f"train.tracking.tracking_uri: {uri} is a store on this machine, which the nodes of the "
                               f"Ray cluster at {config.ray.address} cannot reach: use an MLflow server (http://host:port)")
     if not Path(train.output_dir).is_absolute():
