@@ -92,18 +92,20 @@ def cluster(tmp_path_factory, tiny_llama):
     # the children would wait for the CPU rather than for each other
     niceness = os.environ.get("RAY_worker_niceness")
     os.environ["RAY_worker_niceness"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}, "worker_process_setup_hook": _setup_worker})
-    # both workers load the training stack now, together: otherwise the second child of a round
-    # waits for its worker's imports (seconds) and two tiny trainings (seconds) never overlap
-    ready = tmp_path_factory.mktemp("warm")
-    assert len(set(ray.get([_warm.remote(str(ready), tiny_llama) for _ in range(2)]))) == 2
-    yield
-    ray.shutdown()
-    if niceness is None:
-        del os.environ["RAY_worker_niceness"]
-    else:
-        os.environ["RAY_worker_niceness"] = niceness
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}, "worker_process_setup_hook": _setup_worker})
+        # both workers load the training stack now, together: otherwise the second child of a round
+        # waits for its worker's imports (seconds) and two tiny trainings (seconds) never overlap
+        ready = tmp_path_factory.mktemp("warm")
+        assert len(set(ray.get([_warm.remote(str(ready), tiny_llama) for _ in range(2)]))) == 2
+        yield
+    finally:
+        ray.shutdown()
+        if niceness is None:
+            os.environ.pop("RAY_worker_niceness", None)
+        else:
+            os.environ["RAY_worker_niceness"] = niceness
 
 
 def search_config(model, tmp, experiment, objectives=OBJECTIVES, steps=4, **search):
