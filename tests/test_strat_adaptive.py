@@ -63,31 +63,31 @@ def adaptive_config(tiny_llama, tmp, budget):
 def test_adaptive_search_stays_within_budget_warm_starts_and_resumes(tiny_llama, in_tmp, monkeypatch):
     from moalign.rl import trainer
 
-    result = moalign.search(adaptive_config(tiny_llama, in_tmp, budget=6))  # extremes 2 x 2 steps, then 1 + 1
+    result = moalign.search(adaptive_config(tiny_llama, in_tmp, budget=5))  # extremes 2 x 2 steps, then 1
     client = MlflowClient(resolve_tracking_uri())
     exp = client.get_experiment_by_name("adaptive").experiment_id
     children = {c.data.tags["moalign.key"]: c for c in client.search_runs(
         [exp], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")}
     keys = list(result.runs["key"])
     assert keys[:3] == ["train:1.0000,0.0000:s0", "train:0.0000,1.0000:s0", "train:0.5000,0.5000:s0"]
-    assert len(keys) == 4 and set(keys) == set(children)
+    assert len(keys) == 3 and set(keys) == set(children)  # a fourth would need 6 steps
     steps = {k: c.data.metrics["cost/train_steps"] for k, c in children.items()}
-    assert sum(steps.values()) == 6 and steps[keys[2]] == steps[keys[3]] == 1
+    assert sum(steps.values()) == 5 and steps[keys[2]] == 1
     # the midpoint continued from an extreme's adapter (nearest: a tie, the first trained)
     first = result.runs.set_index("key").loc[keys[0], "adapter_dir"]
     assert children[keys[2]].data.tags["moalign.init_adapter"] == first
     assert children[keys[2]].data.params["model.init_adapter"] == first  # in its config, so in its train_hash
     parent = client.get_run(result.parent_run_id).data.metrics
-    assert parent["cost/train_steps"] == parent["cost/new_train_steps"] == 6
+    assert parent["cost/train_steps"] == parent["cost/new_train_steps"] == 5
     assert parent["cost/generated_tokens"] == sum(c.data.metrics["cost/generated_tokens"] for c in children.values())
     front = pd.read_csv(io.StringIO(read_artifact_text(client, result.parent_run_id, "front.csv")))
     assert {"train_steps", "generated_tokens", "forward_tokens", "wall_time_s"} <= set(front.columns)
-    assert front["train_steps"].sum() == 6
+    assert front["train_steps"].sum() == 5
 
     # run again: the same parent, the same next weights follow from the finished children, nothing trains
     calls = []
     monkeypatch.setattr(trainer, "train", lambda *a, **k: calls.append(a))
-    again = moalign.search(adaptive_config(tiny_llama, in_tmp, budget=6))
+    again = moalign.search(adaptive_config(tiny_llama, in_tmp, budget=5))
     assert again.parent_run_id == result.parent_run_id and list(again.runs["key"]) == keys and calls == []
 
 
@@ -102,3 +102,7 @@ def test_adaptive_options_in_a_pipeline_are_checked_against_its_train_section(tm
     with pytest.raises(ConfigError) as info:
         load_pipeline(path)
     assert str(info.value).startswith(f"{path}: searches[0].options.budget_steps: 15 cannot train the 2 extremes")
+    assert "\n" not in str(info.value)
+    path.write_text(path.read_text().replace("budget_steps: 15", "budget_steps: 50, warm_steps: 5"))
+    _, (search,) = load_pipeline(path)
+    assert (search.strategy, search.options, search.train.optim.steps) == ("adaptive", {"budget_steps": 50, "warm_steps": 5}, 10)

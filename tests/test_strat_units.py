@@ -71,3 +71,22 @@ def test_soups_asks_for_endpoints_then_mixes_of_each_seeds_own_endpoints():
     assert mix.sources == ("r0", "r1") and mix.source_dirs == ("/runs/r0/adapter", "/runs/r1/adapter")
     done[mix.key] = {**row(mix, "r2"), "role": "soup"}
     assert soups.next_units(done) == []
+
+
+def test_adaptive_plans_from_finished_children_alone_each_seed_from_its_own_nearest_adapter():
+    config = search("adaptive", seeds=[0, 1], options={"budget_steps": 100, "warm_steps": 10})
+    adaptive = get_strategy("adaptive")(config, NAMES, ["maximize"] * 2, None)
+    first = adaptive.next_units({})
+    assert [u.key for u in first] == ["train:1.0000,0.0000:s0", "train:0.0000,1.0000:s0",
+                                      "train:1.0000,0.0000:s1", "train:0.0000,1.0000:s1"]
+    scores = {(1.0, 0.0): {"good": 1.0, "bad": 0.0}, (0.0, 1.0): {"good": 0.0, "bad": 1.0}}
+    done = {u.key: {**row(u, f"r{i}"), **scores[u.weights], "w_good": u.weights[0], "w_bad": u.weights[1]}
+            for i, u in enumerate(first)}
+    plan = adaptive.next_units(done)
+    assert plan == adaptive.next_units(dict(reversed(done.items())))  # the same, however the rows arrive
+    assert [(u.key, u.steps, u.init_adapter) for u in plan] == [
+        ("train:0.5000,0.5000:s0", 10, "/runs/r0/adapter"), ("train:0.5000,0.5000:s1", 10, "/runs/r2/adapter")]
+    # 4 x 20 steps spent: two more children of 10 steps would pass a budget of 99
+    tight = get_strategy("adaptive")(search("adaptive", seeds=[0, 1], options={"budget_steps": 99, "warm_steps": 10}),
+                                     NAMES, ["maximize"] * 2, None)
+    assert tight.next_units(done) == []

@@ -14,7 +14,8 @@ midpoint of its weights. Edges whose weights differ by less than `min_weight_gap
 coordinate) and midpoints already trained are skipped; ties go to the first edge in weight order.
 
 Warm starts (`model.init_adapter`, part of the child's train_hash): each seed continues from its
-own run at the nearest trained weights, for `warm_steps` steps. Everything is a function of the
+own run at the nearest trained weights (L1; a tie goes to the larger first weight), for
+`warm_steps` steps. Everything is a function of the
 finished children, so a killed search asks for the same next weight when re-run.
 """
 from __future__ import annotations
@@ -107,7 +108,7 @@ class Adaptive(Strategy):
         warm = self.options.warm_steps or self.config.train.optim.steps
         if sum(int(r["train_steps"]) for r in rows) + warm * len(seeds) > self.options.budget_steps:
             return []
-        keys = list(dict.fromkeys(r["weights"] for r in rows))  # first trained first: a stable order
+        keys = sorted({r["weights"] for r in rows}, reverse=True)  # weight order, whatever the rows' order
         W = np.array([[float(x) for x in k.split(",")] for k in keys])
         scores = np.array([[np.mean([r[n] for r in rows if r["weights"] == k]) for n in self.names] for k in keys])
         w = pick_next_weight(W, scores, self.directions, self.options.min_weight_gap)
@@ -115,9 +116,11 @@ class Adaptive(Strategy):
             return []
         units = []
         for seed in seeds:
-            own = [r for r in rows if r["seed"] == seed]
+            # in weight order (as weight_vectors lists them), so that a tie goes to the same run
+            # however the finished children arrived (an executor returns them in any order)
+            own = sorted((r for r in rows if r["seed"] == seed), key=lambda r: [-r[f"w_{n}"] for n in self.names])
             dist = [np.abs(np.array([r[f"w_{n}"] for n in self.names]) - w).sum() for r in own]
-            nearest = own[int(np.argmin(dist))]  # ties: the first trained
+            nearest = own[int(np.argmin(dist))]
             units.append(TrainUnit(tuple(float(x) for x in w), seed,
                                    init_adapter=str(Path(nearest["adapter_dir"]).resolve()), steps=warm))
         return units
