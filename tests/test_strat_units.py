@@ -90,3 +90,32 @@ def test_adaptive_plans_from_finished_children_alone_each_seed_from_its_own_near
     tight = get_strategy("adaptive")(search("adaptive", seeds=[0, 1], options={"budget_steps": 99, "warm_steps": 10}),
                                      NAMES, ["maximize"] * 2, None)
     assert tight.next_units(done) == []
+
+
+def test_a_run_reused_in_this_process_is_recorded_on_the_parent_once():
+    """The worker's Children finds the reuse, the orchestrator writes the parent's tag: in-process they
+    are one object, and the find must not count as already recorded."""
+    from types import SimpleNamespace
+
+    from moalign.pareto.children import REUSED, Children
+
+    class Tracker:
+        def __init__(self):
+            self.tags = []
+
+        def find_runs(self, filter_string):
+            return []
+
+        def get_run(self, run_id):
+            return SimpleNamespace(data=SimpleNamespace(tags={}))
+
+        def set_tags(self, run_id, tags):
+            self.tags.append((run_id, tags))
+
+    tracker = Tracker()
+    children = Children(tracker, "parent", "sid", None, NAMES, {}, [], ["maximize"] * 2)
+    children.reused["train:1.0000,0.0000:s0"] = "elsewhere"  # what `_reuse` does in the worker
+    row = {"key": "train:1.0000,0.0000:s0", "run_id": "elsewhere", "reused": True}
+    children.record_reused(row)
+    children.record_reused(row)
+    assert tracker.tags == [("parent", {REUSED: '{"train:1.0000,0.0000:s0":"elsewhere"}'})]

@@ -127,6 +127,7 @@ class Children:
         existing = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent_id}'") if parent_id else []
         self.runs = {r.data.tags.get("moalign.key"): r for r in existing}
         self.reused = reused_runs(tracker.get_run(parent_id)) if parent_id else {}
+        self.recorded = dict(self.reused)  # what the parent's tag holds; `reused` gains this process's finds
         for key, run_id in self.reused.items():  # finished before they were reused
             self.runs[key] = tracker.get_run(run_id)
         self.rows: list[dict] = []
@@ -169,9 +170,9 @@ class Children:
 
     def record_reused(self, row: dict) -> None:
         """Name a reused run on the parent (the orchestrator's job: workers never write the parent)."""
-        if row.get("reused") and self.reused.get(row["key"]) != row["run_id"]:
-            self.reused[row["key"]] = row["run_id"]
-            self.tracker.set_tags(self.parent_id, {REUSED: json.dumps(self.reused, separators=(",", ":"))})
+        if row.get("reused") and self.recorded.get(row["key"]) != row["run_id"]:
+            self.recorded[row["key"]] = self.reused[row["key"]] = row["run_id"]
+            self.tracker.set_tags(self.parent_id, {REUSED: json.dumps(self.recorded, separators=(",", ":"))})
 
     def _row_from_run(self, run, key, role, seed, weights) -> dict:
         metrics = run.data.metrics
