@@ -5,6 +5,7 @@
     searches:                       # one or more searches over the same training setup
       - {strategy: soups, weights: {method: das-dennis, n_partitions: 4}}
       - {strategy: grid, weights: [[1, 0], [0.5, 0.5], [0, 1]]}
+      - {strategy: adaptive, options: {budget_steps: 200}}   # a strategy's own options (see pareto/strategies)
     report: {out: moalign-report}
     executor: local                 # or ray: every search's children as Ray tasks (see pareto/executors.py)
     ray: {address: null, num_cpus: 1, num_gpus: 0}  # a search's own `executor`/`ray` override these

@@ -77,6 +77,7 @@ def test_adaptive_search_stays_within_budget_warm_starts_and_resumes(tiny_llama,
     first = result.runs.set_index("key").loc[keys[0], "adapter_dir"]
     assert children[keys[2]].data.tags["moalign.init_adapter"] == first
     assert children[keys[2]].data.params["model.init_adapter"] == first  # in its config, so in its train_hash
+    assert client.get_run(result.parent_run_id).data.params["options.budget_steps"] == "5"
     parent = client.get_run(result.parent_run_id).data.metrics
     assert parent["cost/train_steps"] == parent["cost/new_train_steps"] == 5
     assert parent["cost/generated_tokens"] == sum(c.data.metrics["cost/generated_tokens"] for c in children.values())

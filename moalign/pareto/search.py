@@ -153,7 +153,8 @@ def run_search(config: SearchConfig, tracker=None, executor=None) -> SearchResul
     tracker = tracker or make_tracker(train_cfg.tracking.enabled, train_cfg.tracking.experiment, train_cfg.tracking.tracking_uri)
     sid = search_id(config)
     parent_id = _parent(tracker, config, sid, {
-        "strategy": config.strategy, "objectives": names, "directions": directions,
+        "strategy": config.strategy, **({"options": config.options} if config.options else {}),
+        "objectives": names, "directions": directions,
         "eval_directions": {n: o.direction for n, o in objectives.items()},
         "bounds": {n: list(b) for n, b in bounds.items()}, "weights": W.round(4).tolist(),
         "reference_point": config.reference_point, "seeds": seeds, "n_bootstrap": config.n_bootstrap,
