@@ -167,6 +167,7 @@ def test_a_worker_killed_mid_child_resumes_from_its_checkpoint(cluster, tiny_lla
     assert [pids.count(p) for p in dict.fromkeys(pids)] == [3, 3]
 
 
+@pytest.mark.slow  # beyond the checks; another search on the cluster (~6 s idle, minutes on a busy CI)
 def test_a_failed_child_stops_the_others_and_is_the_error_raised(cluster, tiny_llama, in_tmp):
     marker = in_tmp / "failed"
     objectives = {**OBJECTIVES, "good": {"type": "fail_once", "word": "good", "at_call": 2, "marker": str(marker)}}
