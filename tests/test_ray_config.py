@@ -85,3 +85,21 @@ def test_a_search_is_the_same_search_under_either_executor(tiny_llama, tmp_path)
     local = SearchConfig(train=train, weights=[[1, 0]])
     on_ray = SearchConfig(train=train, weights=[[1, 0]], executor="ray", ray=RayConfig(num_cpus=2, max_retries=0))
     assert search_id(local) == search_id(on_ray)
+
+
+def test_each_evaluation_of_a_group_is_its_own_task_and_the_group_is_joined_back():
+    """A seed's soups come as one run_eval call over the group; on Ray each is a task of its own."""
+    import functools
+
+    from moalign.pareto.children import run_eval, run_train
+    from moalign.pareto.executors import _one_child_each, _regroup
+
+    calls = [functools.partial(run_train, "ctx", "t"), functools.partial(run_eval, "ctx", ["a", "b", "c"]),
+             functools.partial(run_eval, "ctx", ["base"])]
+    flat, spans = _one_child_each(calls)
+    assert [(c.func, c.args) for c in flat] == [(run_train, ("ctx", "t")), (run_eval, ("ctx", ["a"])),
+                                                (run_eval, ("ctx", ["b"])), (run_eval, ("ctx", ["c"])),
+                                                (run_eval, ("ctx", ["base"]))]
+    # run_train returns (row, samples), run_eval a list of them, one per unit
+    results = [("t", None), [("a", None)], [("b", None)], [("c", None)], [("base", None)]]
+    assert _regroup(results, spans) == [("t", None), [("a", None), ("b", None), ("c", None)], [("base", None)]]

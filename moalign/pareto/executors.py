@@ -90,6 +90,12 @@ def _one_child_each(calls: list) -> tuple[list, list[tuple[int, int]]]:
     return out, spans
 
 
+def _regroup(results: list, spans: list[tuple[int, int]]) -> list:
+    """The results of `_one_child_each`'s calls as the original calls' results: a split group's
+    one-unit lists joined back into the group's list."""
+    return [results[start] if n == 1 else [results[start + i][0] for i in range(-n)] for start, n in spans]
+
+
 class RayExecutor:
     """Each child a Ray task with `num_cpus`/`num_gpus`, retried `max_retries` times if its worker dies."""
 
@@ -113,8 +119,7 @@ class RayExecutor:
                           max_retries=self.config.max_retries, retry_exceptions=False)(_in_dir)
         flat, spans = _one_child_each(calls)
         refs = [task.remote(os.getcwd(), call) for call in flat]
-        results = self._gather(ray, refs)
-        return [results[start] if n == 1 else [results[start + i] for i in range(-n)] for start, n in spans]
+        return _regroup(self._gather(ray, refs), spans)
 
     @staticmethod
     def _gather(ray, refs: list) -> list:
