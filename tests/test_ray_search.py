@@ -114,7 +114,7 @@ def search_config(model, tmp, experiment, objectives=OBJECTIVES, steps=4, **sear
                         reward=RewardConfig(objectives=objectives),
                         tracking=TrackingConfig(enabled=True, experiment=experiment, samples_every=0))
     train.data.max_eval_prompts = 4
-    return SearchConfig(train=train, strategy="grid", name=experiment, **{"weights": [[1, 0], [0, 1]], **search})
+    return SearchConfig(train=train, name=experiment, **{"strategy": "grid", "weights": [[1, 0], [0, 1]], **search})
 
 
 def children_of(client, experiment, parent_id):
@@ -123,22 +123,25 @@ def children_of(client, experiment, parent_id):
 
 
 def test_children_run_at_once_and_give_the_local_front(cluster, tiny_llama, in_tmp):
+    # soups: the endpoints train at once, then the two mixes (one group, split into two tasks)
+    soups = {"strategy": "soups", "weights": {"method": "das-dennis", "n_partitions": 3}}
     t0 = time.perf_counter()
-    on_ray = moalign.search(search_config(tiny_llama, in_tmp, "ray", executor="ray"))
+    on_ray = moalign.search(search_config(tiny_llama, in_tmp, "ray", executor="ray", **soups))
     t_ray = time.perf_counter() - t0
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in each Ray task (OMP_NUM_THREADS = its num_cpus): no oversubscribed cores
     try:
         t0 = time.perf_counter()
-        local = moalign.search(search_config(tiny_llama, in_tmp, "local"))
+        local = moalign.search(search_config(tiny_llama, in_tmp, "local", **soups))
         t_local = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads)
-    print(f"2 children + base: ray {t_ray:.1f}s, local {t_local:.1f}s")
+    print(f"2 endpoints, 2 soups, base: ray {t_ray:.1f}s, local {t_local:.1f}s")
 
     client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
     runs = children_of(client, "ray", on_ray.parent_run_id)
-    assert sorted(runs) == ["base", "train:0.0000,1.0000:s0", "train:1.0000,0.0000:s0"]
+    assert sorted(runs) == ["base", "soup:0.3333,0.6667:s0", "soup:0.6667,0.3333:s0", "train:0.0000,1.0000:s0",
+                            "train:1.0000,0.0000:s0"]
     a, b = (runs[k].info for k in ("train:0.0000,1.0000:s0", "train:1.0000,0.0000:s0"))
     assert max(a.start_time, b.start_time) < min(a.end_time, b.end_time), "the two trainings did not overlap"
     assert {r.info.status for r in runs.values()} == {"FINISHED"}
