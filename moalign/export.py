@@ -66,6 +66,9 @@ def _policy_line(record: PolicyRecord) -> str:
         return f"rewarded soup: the endpoint runs {endpoints} (one per objective) mixed with weights {weights}"
     if record.role == "base":
         return "the base model, not fine-tuned (the search's reference)"
+    if record.role == "conditioned":
+        return (f"weight-conditioned: one RL run for every weight vector, here given weights {weights}, which the "
+                "tokenizer's chat template states before each user message (`[weights: ...]`), as in training")
     return "fine-tuned with RL (LoRA adapter merged)" if record.model.lora else "fine-tuned with RL (all weights)"
 
 
@@ -100,7 +103,8 @@ def model_card(record: PolicyRecord, samples: pd.DataFrame | None = None) -> str
 
     scores = evaluation(record, samples)
     name = record.model.name
-    tags = ["moalign", "multi-objective", "pareto-front", {"soup": "rewarded-soups", "base": "base-model"}.get(record.role, "rl")]
+    tags = ["moalign", "multi-objective", "pareto-front", {"soup": "rewarded-soups", "base": "base-model",
+                                                          "conditioned": "weight-conditioned"}.get(record.role, "rl")]
     if record.config is not None and record.role != "base":
         tags.append(record.config.algorithm.name)
     data = ModelCardData(base_model=BUNDLED_SOURCE if name == BUNDLED else name, library_name="transformers",
@@ -143,6 +147,7 @@ def export_policy(ref: str, out: str | Path, tracking_uri: str | None = None, de
         raise MoalignError(f"{out}: exists and is not an empty folder; export into a new one")
     check_writable(out, directory=True)
     record = find_policy(ref, tracking_uri)
+    check_exportable(record, ref)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -151,6 +156,15 @@ def export_policy(ref: str, out: str | Path, tracking_uri: str | None = None, de
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def check_exportable(record: PolicyRecord, ref: str) -> None:
+    """A decoding-time mix is no single set of weights (it runs its endpoints side by side at every
+    token), so it cannot be one checkpoint; refused before any model loads."""
+    if record.role == "mix":
+        raise MoalignError(f"{ref}: a decoding-time mix runs its {len(record.sources or ())} endpoints side by side at "
+                           "every token and has no single set of weights to export; export or register an endpoint, "
+                           "or the soup at the same weights, or generate with it (moalign generate)")
 
 
 def save_checkpoint(record: PolicyRecord, directory: Path, device: str | None = None) -> None:

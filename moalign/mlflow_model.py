@@ -121,13 +121,14 @@ def register_policy(ref: str, name: str, alias: str | None = None, tracking_uri:
 
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    from moalign.export import eval_samples, reward_objectives, save_checkpoint
+    from moalign.export import check_exportable, eval_samples, reward_objectives, save_checkpoint
     from moalign.policies import find_policy, guard
     from moalign.rl.config import SamplingConfig
     from moalign.tracking import MlflowTracker
 
     check_names(name, alias)
     record = find_policy(ref, tracking_uri)
+    check_exportable(record, ref)
     tracker = MlflowTracker(None, tracking_uri)
     uri = tracker.uri
     sampling = record.config.sampling if record.config else SamplingConfig()

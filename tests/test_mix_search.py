@@ -83,6 +83,10 @@ def test_mixing_search_evaluates_mixes_that_load_policy_rebuilds(tiny_llama, in_
     with pytest.raises(moalign.MoalignError, match="no single set of weights"):  # nothing to export
         export_policy(mix.info.run_id, in_tmp / "export")
     assert not (in_tmp / "export").exists()
+    from moalign.mlflow_model import register_policy
+
+    with pytest.raises(moalign.MoalignError, match="no single set of weights"):  # nor to register
+        register_policy(mix.info.run_id, "mixed")
 
     # a soups search over the same training config reuses the mixing search's endpoints, untrained
     soups = moalign.search(replace(config, strategy="soups", name="soups"))
