@@ -68,18 +68,17 @@ def test_the_script_writes_a_table_with_intervals_and_a_figure(pipeline, in_tmp)
     torch.set_num_threads(1)  # tiny matrices: a second thread only adds contention
     try:
         bench.main(["--pipeline", str(pipeline), "--steps", "1", "--seeds", "0", "--eval-prompts", "2",
-                    "--max-new-tokens", "3", "--methods", "soups", "conditioned", "mixing", "--n-bootstrap", "100",
+                    "--max-new-tokens", "3", "--methods", "soups", "conditioned", "--n-bootstrap", "100",
                     "--out", str(in_tmp / "out")])
     finally:
         torch.set_num_threads(threads)
     table = pd.read_csv(in_tmp / "out" / "fronts.csv")
-    assert table["method"].tolist() == ["soups", "conditioned", "mixing"]
+    assert table["method"].tolist() == ["soups", "conditioned"]
     by = table.set_index("method")
-    # soups: 2 endpoints x (5 // 2) steps; mixing reuses them (no new steps, same cost); conditioned one run of 2
-    assert by["train steps"].to_dict() == {"soups": 4, "conditioned": 2, "mixing": 4}
-    assert by.loc["mixing", "new train steps"] == 0
-    # base + 2 endpoints + 3 soups (mixes); conditioned: base + 5 weight vectors, its training run left out
-    assert by["n policies"].to_dict() == {"soups": 6, "conditioned": 6, "mixing": 6}
+    # soups: 2 endpoints x (5 // 2) steps; conditioned: one run of half the budget, 5 // 2
+    assert by["train steps"].to_dict() == {"soups": 4, "conditioned": 2}
+    # base + 2 endpoints + 3 soups; conditioned: base + 5 weight vectors, its training run left out
+    assert by["n policies"].to_dict() == {"soups": 6, "conditioned": 6}
     assert ((table["hv_ci_low"] <= table["hv"] + 1e-12) & (table["hv"] <= table["hv_ci_high"] + 1e-12)).all()
     md = (in_tmp / "out" / "fronts.md").read_text()
     assert "conditioned reaches the soups' hypervolume" in md and "--steps 1" in md
