@@ -318,7 +318,8 @@ def build_policy(record: PolicyRecord, device: str | None = None):
             model, tokenizer = mix.policy(record.weights), mix.tokenizer
         else:
             tokenizer = load_tokenizer(model_cfg.name, model_cfg.trust_remote_code)
-            model = load_causal_lm(model_cfg.name, model_cfg.dtype, device, model_cfg.trust_remote_code)
+            model = load_causal_lm(model_cfg.name, model_cfg.dtype, device, model_cfg.trust_remote_code,
+                                   model_cfg.attn_implementation)
             if dirs:
                 model = _apply(model, model_cfg, dirs[0])
     if record.role == "conditioned":  # its chat template states the weights, wherever prompts go through it

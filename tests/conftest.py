@@ -9,6 +9,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest workers on two cores: one torch thread each, or the two workers'
+    # threads fight over the cores (tiny-model decoding ran ~25x slower oversubscribed).
+    import torch
+
+    torch.set_num_threads(1)
+
 from tiny import make_tiny_llama, make_tiny_nli  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,3 +63,14 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under `pytest -n N --dist loadgroup` (`make test`): the tests of a file that share a
+    module-scoped fixture (a trained search, a Ray cluster, an MLflow server) stay on one worker,
+    so it is built once; every other test goes to whichever worker is free."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info and any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

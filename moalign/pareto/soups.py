@@ -29,7 +29,7 @@ class AdapterSoup:
         self.config = model
         self.tokenizer = load_tokenizer(model.name, trust_remote_code=model.trust_remote_code)
         self.tokenizer.padding_side = "left"
-        base = load_causal_lm(model.name, model.dtype, device, model.trust_remote_code)
+        base = load_causal_lm(model.name, model.dtype, device, model.trust_remote_code, model.attn_implementation)
         self.names = [f"endpoint{i}" for i in range(len(adapter_dirs))]
         if model.lora:
             with peft_wrapping():
@@ -39,7 +39,7 @@ class AdapterSoup:
             self.states = None
         else:  # full fine-tuning: interpolate the weights themselves
             self.model = base
-            self.states = [torch.load(Path(p) / "model.pt", map_location="cpu") for p in adapter_dirs]
+            self.states = [torch.load(Path(p) / "model.pt", map_location="cpu", weights_only=True) for p in adapter_dirs]
             self.base_state = {k: v.detach().clone() for k, v in base.state_dict().items()}
         self.model.eval().requires_grad_(False)
 

@@ -39,7 +39,7 @@ def evaluate_policy(model, tokenizer, records: list[dict], objectives: dict, sam
         chunk = records[start : start + batch_prompts]
         rollout = generate(model, tokenizer, [r["prompt"] for r in chunk], n, sampling.max_new_tokens,
                            sampling.eval_temperature, sampling.top_k, sampling.top_p, use_chat_template,
-                           seed=seed + start)
+                           seed=seed + start, static_cache=sampling.static_cache)
         texts += rollout.texts
         if counter is not None:
             counter["generated_tokens"] = counter.get("generated_tokens", 0) + int(rollout.completion_mask.sum())

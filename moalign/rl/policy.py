@@ -36,7 +36,7 @@ class Policy:
                 raise ConfigError(f"model.init_adapter: {adapter_dir} is not a directory")
         self.tokenizer = load_tokenizer(config.name, trust_remote_code=config.trust_remote_code)
         self.tokenizer.padding_side = "left"  # generation continues from the right edge
-        base = load_causal_lm(config.name, config.dtype, self.device, config.trust_remote_code)
+        base = load_causal_lm(config.name, config.dtype, self.device, config.trust_remote_code, config.attn_implementation)
         base.generation_config.pad_token_id = self.tokenizer.pad_token_id
         self.reference = None
         if config.lora:
@@ -58,7 +58,8 @@ class Policy:
             if adapter_dir:
                 self.model.load_state_dict(torch.load(Path(adapter_dir) / "model.pt", map_location=self.device,
                                                       weights_only=True))
-            self.reference = load_causal_lm(config.name, config.dtype, self.device, config.trust_remote_code).eval()
+            self.reference = load_causal_lm(config.name, config.dtype, self.device, config.trust_remote_code,
+                                            config.attn_implementation).eval()
             self.reference.requires_grad_(False)
 
     def parameters(self):

@@ -296,7 +296,8 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             rollout = generate(policy.model, policy.tokenizer, prompts[mine],
                                config.sampling.num_generations, config.sampling.max_new_tokens,
                                config.sampling.temperature, config.sampling.top_k, config.sampling.top_p,
-                               config.model.use_chat_template, seed=processes.seed(step_seed(config.seed, step)))
+                               config.model.use_chat_template, seed=processes.seed(step_seed(config.seed, step)),
+                               static_cache=config.sampling.static_cache)
             policy.model.train()
             t_generate = time.perf_counter() - t0
 

@@ -116,7 +116,8 @@ class Strategy:
         model_cfg = self.config.train.model
         tokenizer = load_tokenizer(model_cfg.name, model_cfg.trust_remote_code)
         tokenizer.padding_side = "left"
-        model = load_causal_lm(model_cfg.name, model_cfg.dtype, None, model_cfg.trust_remote_code)
+        model = load_causal_lm(model_cfg.name, model_cfg.dtype, None, model_cfg.trust_remote_code,
+                               model_cfg.attn_implementation)
         for unit in units:
             yield unit, model, tokenizer
 
