@@ -35,7 +35,9 @@ SQLite file in `--out`), so a killed benchmark re-run with the same arguments re
 where it stopped; results are rewritten after each search, so a partial run leaves a table.
 
 Writes `--out`/fronts.csv, fronts.md and hv_vs_cost.png (hypervolume with interval against train
-steps and wall time), and prints the table.
+steps and wall time), and prints the table. Methods may run in separate processes, each with its
+own `--out` store (a method that reuses another's runs in the same one: mixing with soups,
+adaptive with grid); `--combine URI...` then tabulates them together without training.
 """
 from __future__ import annotations
 
@@ -242,6 +244,24 @@ def run(args, command: str) -> "pd.DataFrame":
     return table
 
 
+def combine(uris: list[str], experiment: str, out: Path, command: str):
+    """The table of searches already run, from one or more MLflow stores (e.g. methods run by two
+    processes at once, each in its own store): the latest finished search of each method."""
+    from moalign.reports.collect import load_searches
+
+    found = {}
+    for uri in uris:
+        for s in load_searches(experiment, None, uri):  # oldest first: a later one replaces an earlier
+            found[s.name] = s
+    searches = [found[m] for m in METHODS if m in found]
+    for s in searches:
+        front_only(s)
+    out.mkdir(parents=True, exist_ok=True)
+    table, common, costs, ref = summarise(searches, {})
+    write(table, common, costs, out, command, goals(table, searches, ref))
+    return table
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipeline", default=str(REPO / "pipelines" / "quickstart.yaml"),
@@ -257,11 +277,16 @@ def main(argv=None) -> int:
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite in --out)")
     parser.add_argument("--experiment", default="bench-fronts")
     parser.add_argument("--out", default="bench-fronts")
+    parser.add_argument("--combine", nargs="+", metavar="URI",
+                        help="train nothing: tabulate the finished searches of --experiment in these stores")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be >= 1")
     command = "python benchmarks/bench_fronts.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    run(args, command)
+    if args.combine:
+        combine(args.combine, args.experiment, Path(args.out), command)
+    else:
+        run(args, command)
     return 0
 
 
