@@ -26,11 +26,11 @@ browser:
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
-# Three workers on two cores: many tests wait on servers and subprocesses. Tests sharing a
-# module-scoped fixture (a Ray cluster, an MLflow server, a trained search) stay on one worker
-# (tests/conftest.py groups them), so it is built once.
+# Two workers, one test file at a time each, so a file's module fixtures (a Ray cluster, an MLflow
+# server, a trained search) are built once: many tests wait on servers and subprocesses, so the two
+# cores stay busy. (`--dist loadgroup` with tests/conftest.py's groups spreads finer.)
 test: install browser
-	$(PY) -m pytest -q -n 3 --dist loadgroup -m "not gpu"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not gpu"
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not gpu"
