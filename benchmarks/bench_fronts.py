@@ -247,11 +247,17 @@ def run(args, command: str) -> "pd.DataFrame":
 def combine(uris: list[str], experiment: str, out: Path, command: str):
     """The table of searches already run, from one or more MLflow stores (e.g. methods run by two
     processes at once, each in its own store): the latest finished search of each method."""
+    from moalign.errors import MoalignError
     from moalign.reports.collect import load_searches
 
     found = {}
     for uri in uris:
-        for s in load_searches(experiment, None, uri):  # oldest first: a later one replaces an earlier
+        try:
+            loaded = load_searches(experiment, None, uri)  # oldest first: a later one replaces an earlier
+        except MoalignError as exc:  # a store whose searches are still running: the others still count
+            print(f"{uri}: {exc}", flush=True)
+            continue
+        for s in loaded:
             found[s.name] = s
     searches = [found[m] for m in METHODS if m in found]
     for s in searches:
