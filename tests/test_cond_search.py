@@ -60,6 +60,12 @@ def test_a_conditioned_search_trains_once_and_evaluates_every_weight_vector(tiny
         child = client.get_run(runs[key])
         assert json.loads(child.data.tags["moalign.endpoints"]) == [trained[0].info.run_id]
         assert child.data.metrics["cost/train_steps"] == 0  # evaluated, not trained
+    # the report reads the same front back: the training run is no policy there either
+    from moalign.reports.collect import load_search
+
+    parent = client.get_run(result.parent_run_id)
+    read_back = load_search(MlflowTracker("cond", uri), parent)
+    assert read_back.policies["role"].tolist() == ["conditioned"] * 3
 
     record = find_policy("cond/cond@0.5,0.5", uri)
     assert record.role == "conditioned" and record.weights == [0.5, 0.5]
