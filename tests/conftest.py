@@ -57,6 +57,17 @@ class WordOverlap(evaluate.Metric):
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matrices: a second intra-op thread only adds contention (25x slower on a busy 2-core box)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run in a temporary directory (the default MLflow store is a file in the cwd)."""

@@ -10,16 +10,9 @@ PROMPTS = ["the cat sat on the", "a dog", "rain", "one two three four five six"]
 
 @pytest.fixture(scope="module")
 def lora_model(tiny_llama):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from tiny import tiny_lora
 
-    from moalign.rl.policy import peft_wrapping
-
-    tok = AutoTokenizer.from_pretrained(tiny_llama)
-    tok.padding_side = "left"
-    with peft_wrapping():
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
-                               LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    model, tok = tiny_lora(tiny_llama)
     return model.eval(), tok
 
 

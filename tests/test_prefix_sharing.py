@@ -1,19 +1,13 @@
 """Computing each group's prompt once gives the log-probs and gradients of full sequences."""
 import torch
 
-from moalign.rl.policy import peft_wrapping
 from moalign.rl.sampling import completion_logprobs, generate, grouped_completion_logprobs
 
 
 def test_grouped_logprobs_and_gradients_match_full_sequences(tiny_llama):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from tiny import tiny_lora
 
-    tok = AutoTokenizer.from_pretrained(tiny_llama)
-    tok.padding_side = "left"
-    with peft_wrapping():
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
-                               LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    model, tok = tiny_lora(tiny_llama)
     rollout = generate(model, tok, ["the cat sat on the", "a dog", "rain"], n=3, max_new_tokens=7, seed=1)
     ids, attn, mask = rollout.input_ids, rollout.attention_mask, rollout.completion_mask.float()
     T = rollout.n_completion

@@ -59,3 +59,18 @@ def make_tiny_nli(path: Path, labels=("entailment", "neutral", "contradiction"),
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def tiny_lora(path: str, r: int = 4):
+    """(peft model with non-zero LoRA weights, left-padding tokenizer) over the tiny Llama at `path`."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from moalign.rl.policy import peft_wrapping
+
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    with peft_wrapping():
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(path),
+                               LoraConfig(r=r, target_modules="all-linear", init_lora_weights=False))
+    return model, tok
