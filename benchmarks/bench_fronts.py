@@ -25,7 +25,7 @@ Equal budget rule. B = 5 x S training steps per seed, S = `--steps`: what the 5-
 Every method is scored by the same held-out prompts and the same base model; policies are
 evaluated greedily, so they differ only by their weights.
 
-Hypervolumes are the report's own (`moalign.reports.build._common_hypervolumes`): one reference
+Hypervolumes are the report's own (`moalign.reports.build.common_hypervolumes`): one reference
 point, the nadir of every policy of every search, pushed out by 10% of the range, and each
 search's bootstrap interval over evaluation prompts and seeds against it. Cost is the parent
 run's `cost/train_steps` and `cost/wall_time_s` (sums over the runs its front rests on, reused
@@ -127,10 +127,10 @@ def summarise(searches, elapsed: dict) -> tuple:
     """(table, common hypervolumes, costs) of the loaded searches (`reports.collect.Search`)."""
     import pandas as pd
 
-    from moalign.reports.build import _common_hypervolumes
+    from moalign.reports.build import common_hypervolumes
     from moalign.reports.labels import interval
 
-    common, ref = _common_hypervolumes(searches)
+    common, ref = common_hypervolumes(searches)
     rows, costs = [], {}
     for s in searches:
         hv, (low, high) = common[s.name]

@@ -34,7 +34,7 @@ COMMON_WEIGHTS = {"method": "das-dennis", "n_partitions": 10}  # expected utilit
 COSTS = {"cost/train_steps": "training steps (all runs)", "cost/wall_time_s": "wall-clock time of all runs (s)"}
 
 
-def _common_hypervolumes(searches: list[Search]) -> tuple[dict, np.ndarray]:
+def common_hypervolumes(searches: list[Search]) -> tuple[dict, np.ndarray]:
     """Hypervolume of each search, with its bootstrap interval, against one reference point (the
     nadir of all their policies' means), so that searches compare on the same scale."""
     names = searches[0].objectives
@@ -224,7 +224,7 @@ def build_report(experiment: str, out: str | Path, run_ids: list[str] | None = N
     flags = flags or FlagConfig()
     searches = load_searches(experiment, run_ids, tracking_uri)
     checks = _checks(searches, flags)
-    common, ref = _common_hypervolumes(searches)
+    common, ref = common_hypervolumes(searches)
     costs, cost_notes = _costs(searches)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
