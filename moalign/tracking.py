@@ -466,8 +466,13 @@ def launch_ui(host: str = "127.0.0.1", port: int = 5000, tracking_uri: str | Non
     # MLflow's job runner (seven huey consumers, for GenAI judges and trace roll-ups) serves nothing
     # moalign logs and doubles the start-up time; the variable still turns it on
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    # "Ctrl-C to stop" holds even when this process was started with SIGINT ignored (`cmd &` in a
+    # script, some CI runners): Python then leaves it ignored, and the UI could only be killed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if _main_thread() else None
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)  # its own group: no terminal's Ctrl-C of its own
     try:
         return proc.wait()
     finally:
         stop_group(proc)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

@@ -53,6 +53,9 @@ def worker(rank: int, port: int, config, out: Path) -> None:
         os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         torch.set_num_threads(1)
+        from accelerate.state import PartialState
+
+        PartialState._reset_state()  # forked from pytest, where another test (TRL's) may have built one: a launch has none
         policies, real_update, calls = [], trainer.policy_update, []
 
         class Capture(trainer.Policy):

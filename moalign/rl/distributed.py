@@ -91,7 +91,11 @@ class Processes:
         from accelerate import PartialState
 
         # accelerate only takes a CPU-only machine for a multi-process one when told (gloo backend)
-        return cls(PartialState(cpu=not torch.cuda.is_available()))
+        state = PartialState(cpu=not torch.cuda.is_available())
+        if state.num_processes != launched_world_size():  # a state this process built before the launch env was set
+            raise RuntimeError(f"accelerate's state in this process has {state.num_processes} process(es), the launcher "
+                               f"{launched_world_size()}: start the run in a fresh process (torchrun / accelerate launch)")
+        return cls(state)
 
     @property
     def is_main(self) -> bool:

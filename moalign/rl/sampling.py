@@ -54,7 +54,8 @@ def generate(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, 
     device = next(model.parameters()).device
     static_cache = static_cache and device.type == "cuda"
     # A static cache is compiled for one shape: prompts padded to a multiple of 64 make steps repeat shapes.
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated,
+    # Left padding whatever the tokenizer's default: generation continues from each row's right edge.
+    enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=not templated,
                     pad_to_multiple_of=64 if static_cache else None)
     prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     sampling = dict(do_sample=True, temperature=temperature, top_k=top_k or None, top_p=top_p) if temperature > 0 else dict(do_sample=False)
