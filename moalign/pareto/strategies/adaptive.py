@@ -12,6 +12,9 @@ is the Euclidean distance of its two policies' mean scores after min-max scaling
 policies (so objectives on different scales count alike); the edge with the largest gap gets the
 midpoint of its weights. Edges whose weights differ by less than `min_weight_gap` (in every
 coordinate) and midpoints already trained are skipped; ties go to the first edge in weight order.
+When no front edge is left (the midpoint of the front's only gap came out dominated), the edges
+between all trained policies are split instead, so the search spends its budget rather than
+stopping early.
 
 Warm starts (`model.init_adapter`, part of the child's train_hash): each seed continues from its
 own run at the nearest trained weights (L1; a tie goes to the larger first weight), for
@@ -79,19 +82,22 @@ def pick_next_weight(W: np.ndarray, scores: np.ndarray, directions, min_weight_g
     span = scores.max(0) - scores.min(0)
     F = (scores - scores.min(0)) / np.where(span > 0, span, 1.0)
     front = np.flatnonzero(non_dominated(scores, directions))
-    if len(front) < 2:
-        front = np.arange(len(W))
     trained = {weights_key(w) for w in W}
-    best, best_gap = None, -1.0
-    for a, b in _edges(W[front]):
-        i, j = front[a], front[b]
-        mid = (W[i] + W[j]) / 2
-        if np.abs(W[i] - W[j]).max() < min_weight_gap or weights_key(mid) in trained:
-            continue
-        gap = float(np.linalg.norm(F[i] - F[j]))
-        if gap > best_gap:
-            best, best_gap = mid, gap
-    return best
+    # The front's edges first; when none is left to split (say, the midpoint of the only gap came
+    # out dominated), every trained policy's: the segments either side of that midpoint.
+    for members in ([front] if len(front) >= 2 else []) + [np.arange(len(W))]:
+        best, best_gap = None, -1.0
+        for a, b in _edges(W[members]):
+            i, j = members[a], members[b]
+            mid = (W[i] + W[j]) / 2
+            if np.abs(W[i] - W[j]).max() < min_weight_gap or weights_key(mid) in trained:
+                continue
+            gap = float(np.linalg.norm(F[i] - F[j]))
+            if gap > best_gap:
+                best, best_gap = mid, gap
+        if best is not None:
+            return best
+    return None
 
 
 class Adaptive(Strategy):
