@@ -48,6 +48,12 @@ def register_objective(name_or_cls: str | type[Objective], cls: type[Objective] 
     _extra[name_or_cls] = cls
 
 
+def registered_objectives() -> dict[str, type[Objective]]:
+    """The objectives `register_objective` added in this process (not the entry points), by name:
+    what a search ships to its Ray workers, which see only installed plugins otherwise."""
+    return dict(_extra)
+
+
 def get_objective_class(name: str) -> type[Objective]:
     if name in _extra:
         return _extra[name]

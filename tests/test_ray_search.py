@@ -152,6 +152,28 @@ def test_children_run_at_once_and_give_the_local_front(cluster, tiny_llama, in_t
     assert on_ray.hypervolume == pytest.approx(local.hypervolume)
 
 
+def test_an_objective_registered_in_this_process_reaches_the_workers(cluster, tiny_llama, in_tmp):
+    # defined here, as in a notebook: no module a worker could import it from, so Ray pickles it by value
+    class Shouty(WordShare):
+        name = "shouty_in_process"
+
+        def _score(self, batch):
+            return [float(c.count("!")) for c in batch.completions]
+
+    moalign.register_objective(Shouty)
+    try:
+        objectives = {**OBJECTIVES, "good": {"type": "shouty_in_process"}}
+        result = moalign.search(search_config(tiny_llama, in_tmp, "shipped", objectives, steps=2, weights=[[1, 0]],
+                                              evaluate_base=False, executor="ray"))
+    finally:
+        from moalign.registry import _extra
+
+        _extra.pop("shouty_in_process", None)
+    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    (child,) = children_of(client, "shipped", result.parent_run_id).values()
+    assert child.info.status == "FINISHED" and "eval/good" in child.data.metrics
+
+
 def test_a_worker_killed_mid_child_resumes_from_its_checkpoint(cluster, tiny_llama, in_tmp):
     marker = in_tmp / "killed"
     objectives = {**OBJECTIVES, "good": {"type": "exit_once", "word": "good", "at_call": 3, "marker": str(marker)}}

@@ -60,9 +60,15 @@ def check_shared_store(config) -> None:
                           f"the checkpoints and adapters: give an absolute path on storage all nodes share")
 
 
-def _in_dir(cwd: str, call):
+def _in_dir(cwd: str, call, objectives: dict | None = None):
     """Run `call` from the search's working directory where this node has it (a local cluster), so
-    relative paths (output_dir, data) mean what they mean to the search."""
+    relative paths (output_dir, data) mean what they mean to the search, with the objectives the
+    search's process registered in-process (a notebook's class, say) registered here too: Ray
+    pickles their classes (by value where they have no importable module) with the call."""
+    from moalign.registry import register_objective
+
+    for name, cls in (objectives or {}).items():
+        register_objective(name, cls)
     here = os.getcwd()
     if os.path.isdir(cwd):
         os.chdir(cwd)
@@ -118,7 +124,10 @@ class RayExecutor:
         task = ray.remote(num_cpus=self.config.num_cpus, num_gpus=self.config.num_gpus,
                           max_retries=self.config.max_retries, retry_exceptions=False)(_in_dir)
         flat, spans = _one_child_each(calls)
-        refs = [task.remote(os.getcwd(), call) for call in flat]
+        from moalign.registry import registered_objectives
+
+        objectives = ray.put(registered_objectives())  # once, not once per child
+        refs = [task.remote(os.getcwd(), call, objectives) for call in flat]
         return _regroup(self._gather(ray, refs), spans)
 
     @staticmethod
