@@ -60,8 +60,12 @@ def load_yaml(path: str | Path) -> dict:
 def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
     """Set dotted keys from `key=value` strings; values are parsed as YAML (numbers, lists...).
 
+    A list is entered by index or, for a list of named sections (a pipeline's searches), by name:
+
     >>> apply_overrides({"train": {"lr": 1e-4}}, ["train.lr=2e-4", "seed=3"])
     {'train': {'lr': 0.0002}, 'seed': 3}
+    >>> apply_overrides({"searches": [{"name": "soups", "seeds": [0]}]}, ["searches.soups.seeds=[0, 1, 2]"])
+    {'searches': [{'name': 'soups', 'seeds': [0, 1, 2]}]}
     """
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -75,14 +79,28 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
-            child = node.get(part)
+            child = _list_item(node, part, item) if isinstance(node, list) else node.get(part)
             if child is None:
                 child = node[part] = {}
-            if not isinstance(child, dict):
+            if not isinstance(child, (dict, list)):
                 raise ConfigError(f"--set {item!r}: {part!r} is not a section")
             node = child
+        if isinstance(node, list):
+            raise ConfigError(f"--set {item!r}: {parts[-2]!r} is a list: name one of its items, then a key")
         node[parts[-1]] = value
     return data
+
+
+def _list_item(items: list, part: str, item: str):
+    """The list element `part` names: an index, or the `name` of a section in it."""
+    if part.isdigit() and int(part) < len(items):
+        return items[int(part)]
+    named = [x for x in items if isinstance(x, dict) and x.get("name") == part]
+    if len(named) == 1:
+        return named[0]
+    names = [x["name"] for x in items if isinstance(x, dict) and "name" in x]
+    raise ConfigError(f"--set {item!r}: no item {part!r} in that list (an index below {len(items)}"
+                      + (f", or one of: {', '.join(map(str, names))}" if names else "") + ")")
 
 
 def _is_dataclass_type(tp) -> bool:
