@@ -81,12 +81,19 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         for part in parts[:-1]:
             child = _list_item(node, part, item) if isinstance(node, list) else node.get(part)
             if child is None:
+                if isinstance(node, list):  # an empty item (`searches: [~]`)
+                    raise ConfigError(f"--set {item!r}: item {part!r} of that list is empty")
                 child = node[part] = {}
             if not isinstance(child, (dict, list)):
                 raise ConfigError(f"--set {item!r}: {part!r} is not a section")
             node = child
         if isinstance(node, list):
-            raise ConfigError(f"--set {item!r}: {parts[-2]!r} is a list: name one of its items, then a key")
+            last = parts[-1]
+            if not (last.isdigit() and int(last) < len(node)):
+                raise ConfigError(f"--set {item!r}: {parts[-2]!r} is a list of {len(node)}: give an index below "
+                                  f"{len(node)}, or set the whole list ({parts[-2]}=[...])")
+            node[int(last)] = value
+            continue
         node[parts[-1]] = value
     return data
 
@@ -98,6 +105,8 @@ def _list_item(items: list, part: str, item: str):
     named = [x for x in items if isinstance(x, dict) and x.get("name") == part]
     if len(named) == 1:
         return named[0]
+    if named:
+        raise ConfigError(f"--set {item!r}: {len(named)} items are named {part!r}: give the index instead")
     names = [x["name"] for x in items if isinstance(x, dict) and "name" in x]
     raise ConfigError(f"--set {item!r}: no item {part!r} in that list (an index below {len(items)}"
                       + (f", or one of: {', '.join(map(str, names))}" if names else "") + ")")

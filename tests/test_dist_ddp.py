@@ -158,3 +158,22 @@ def test_prompts_per_step_not_divisible_by_the_processes_is_one_line(tiny_llama,
     err = capsys.readouterr().err.strip()
     assert err == ("moalign: error: sampling.prompts_per_step (3) must be divisible by the number of processes (2): "
                    "each process takes whole prompt groups")
+
+
+def test_a_state_built_before_the_launch_is_refused_not_trained_as_one_process(tiny_llama, tmp_path, monkeypatch):
+    """A process that built accelerate's single-process state (another library's Trainer, say)
+    and then finds a launcher's environment would run every rank as a lone process: refused."""
+    from accelerate.state import PartialState
+
+    from moalign.errors import MoalignError
+    from moalign.rl.distributed import Processes
+
+    PartialState._reset_state()
+    try:
+        assert PartialState(cpu=True).num_processes == 1  # built with no launcher around
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", "0")
+        with pytest.raises(MoalignError, match="1 process.*launcher 2: start the run in a fresh process"):
+            Processes.launched(config_for(tiny_llama, tmp_path))
+    finally:
+        PartialState._reset_state()

@@ -62,3 +62,17 @@ def test_model_like_objects_take_the_plain_call(lora_model):
     wrapped = generate(Wrapper(), tok, PROMPTS, n=2, max_new_tokens=5, temperature=0.0)
     direct = generate(model, tok, PROMPTS, n=2, max_new_tokens=5, temperature=0.0)
     assert torch.equal(wrapped.input_ids, direct.input_ids)
+
+
+def test_a_right_padding_tokenizer_generates_as_a_left_padding_one(lora_model):
+    """A tokenizer as loaded pads on the right; generation continues from each row's right edge,
+    so `generate` pads left whatever the tokenizer's default (right padding gave other tokens)."""
+    import copy
+
+    model, tok = lora_model
+    right, left = copy.deepcopy(tok), copy.deepcopy(tok)
+    right.padding_side, left.padding_side = "right", "left"
+    a = generate(model, right, PROMPTS, 1, max_new_tokens=6, temperature=0.0)
+    b = generate(model, left, PROMPTS, 1, max_new_tokens=6, temperature=0.0)
+    assert torch.equal(a.input_ids, b.input_ids) and a.texts == b.texts
+    assert (a.attention_mask[:, 0] == 0).any()  # the prompts were padded, on the left

@@ -103,3 +103,17 @@ def test_each_evaluation_of_a_group_is_its_own_task_and_the_group_is_joined_back
     # run_train returns (row, samples), run_eval a list of them, one per unit
     results = [("t", None), [("a", None)], [("b", None)], [("c", None)], [("base", None)]]
     assert _regroup(results, spans) == [("t", None), [("a", None), ("b", None), ("c", None)], [("base", None)]]
+
+
+def test_the_objectives_a_search_ships_are_those_its_config_names(tiny_llama, tmp_path):
+    """Only these travel to the workers: another registered class, say one from a module the
+    workers lack, must not break the search's tasks."""
+    from moalign.pareto.executors import make_executor
+
+    train = tiny_config(tiny_llama, "p.jsonl", tmp_path,
+                        reward=RewardConfig(objectives={"good": {"type": "word_share"}, "verbosity": {}},
+                                            constraints=["toxicity <= 0.1"]))
+    train.eval_objectives = {"len": {"type": "verbosity", "unit": "chars"}, "rouge_l": {}}
+    executor = make_executor(SearchConfig(train=train, weights=[[1, 0]], executor="ray"))
+    assert executor.objective_types == {"word_share", "verbosity", "toxicity", "rouge_l"}
+    assert make_executor(SearchConfig(train=train, weights=[[1, 0]])) is None  # local: nothing to ship

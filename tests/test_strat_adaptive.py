@@ -42,15 +42,16 @@ def test_gaps_are_measured_on_the_front_in_scaled_units():
 
 
 def test_a_dominated_midpoint_does_not_end_the_search():
-    # (0.5, 0.5) came out below both extremes: the front's only edge is (1,0)-(0,1), whose midpoint
-    # is trained; the segments beside the dominated midpoint are next, the wider one (scaled) first
-    scores = [[1.0, 0.0], [0.2, 0.1], [0.0, 1.0]]  # 0.81 from (1, 0), 0.92 from (0, 1)
+    # (0.5, 0.5) came out dominated by (1, 0): the front's only edge is (1,0)-(0,1), whose midpoint
+    # is trained; the segments either side of it are next, the wider one (scaled) first
+    scores = [[1.0, 0.2], [0.2, 0.1], [0.1, 1.0]]  # scaled: 0.90 from (1, 0), 1.01 from (0, 1)
     assert pick_next_weight(W3, scores, UP).tolist() == [0.25, 0.75]
-    assert pick_next_weight(W3, [[1.0, 0.0], [0.1, 0.2], [0.0, 1.0]], UP).tolist() == [0.75, 0.25]
-    # and when those are trained too, the search goes on into the narrower segments
+    # deeper: 0.75 and 0.25 came out dominated too: the widest of the four quarter segments
     W5 = W3 + [[0.75, 0.25], [0.25, 0.75]]
-    s5 = scores + [[0.5, 0.0], [0.0, 0.5]]
-    assert pick_next_weight(W5, s5, UP).tolist() in ([0.875, 0.125], [0.125, 0.875], [0.625, 0.375], [0.375, 0.625])
+    s5 = scores + [[0.5, 0.15], [0.05, 0.5]]  # scaled gaps 0.53, 0.32, 0.47 and 0.56 (0.125 between 0.25 and 0)
+    assert pick_next_weight(W5, s5, UP).tolist() == [0.125, 0.875]
+    # a front refined down to min_weight_gap still ends the search
+    assert pick_next_weight(W5, s5, UP, min_weight_gap=0.3) is None
 
 
 def test_three_objectives_split_the_longest_delaunay_edge_and_stop_when_weights_are_close():

@@ -81,13 +81,20 @@ def started():
         proc.wait(30)
 
 
-def start_ui(folder: Path, uri: str, started: list) -> tuple[subprocess.Popen, int, Path]:
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_ui(folder: Path, uri: str, started: list, sigint_ignored: bool = False) -> tuple[subprocess.Popen, int, Path]:
+    """`sigint_ignored`: started as `moalign ui &` in a script (or by some CI runners) is, with
+    SIGINT ignored, which Python then leaves ignored unless moalign installs its own handler."""
     port = free_port()
     log = folder / f"ui-{port}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as out:  # a file, not a pipe: a full pipe would stall the server's request log
         proc = subprocess.Popen([sys.executable, "-m", "moalign", "ui", "--port", str(port), "--tracking-uri", uri],
-                                cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_ignore_sigint if sigint_ignored else None)
     started.append(proc)
     deadline = time.monotonic() + STARTUP
     while True:
@@ -127,7 +134,7 @@ def test_ctrl_c_stops_every_process_and_the_ui_opens_on_runs_and_the_front(tmp_p
     # MLflow 3.2-3.16 read this tag to open an experiment as "machine learning" (3.17: the link's workflowType)
     experiment = tracker.client.get_experiment(tracker.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    proc, port, log = start_ui(tmp_path, uri, started)
+    proc, port, log = start_ui(tmp_path, uri, started, sigint_ignored=True)  # Ctrl-C still stops it
     try:
         link = f"http://127.0.0.1:{port}/#/experiments/{tracker.experiment_id}/runs?workflowType=machine_learning"
         assert f"  ui: {link}" in log.read_text().splitlines()

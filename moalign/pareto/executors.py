@@ -38,7 +38,25 @@ def make_executor(config):
     its own process, in order, sharing its open store (`moalign.pareto.search.serial`)."""
     if config.executor == "local":
         return None
-    return RayExecutor(config.ray)
+    return RayExecutor(config.ray, _objective_types(config.train))
+
+
+def _objective_types(train) -> set[str]:
+    """The registered names the training config builds objectives from: its reward objectives,
+    eval objectives (`type`, default the column) and constrained objectives."""
+    from collections.abc import Mapping
+
+    from moalign.scalarization import parse_constraint
+
+    names = {parse_constraint(c).objective for c in train.reward.constraints}
+    for spec in (train.reward.objectives, train.eval_objectives):
+        if isinstance(spec, str):
+            spec = [s.strip() for s in spec.split(",")]
+        if isinstance(spec, Mapping):
+            names |= {p.get("type", c) if isinstance(p, Mapping) else c for c, p in spec.items()}
+        else:
+            names |= {item for item in spec if isinstance(item, str)}
+    return names
 
 
 def check_shared_store(config) -> None:
@@ -63,8 +81,10 @@ def check_shared_store(config) -> None:
 def _in_dir(cwd: str, call, objectives: dict | None = None):
     """Run `call` from the search's working directory where this node has it (a local cluster), so
     relative paths (output_dir, data) mean what they mean to the search, with the objectives the
-    search's process registered in-process (a notebook's class, say) registered here too: Ray
-    pickles their classes (by value where they have no importable module) with the call."""
+    search uses that its process registered in-process (a notebook's class, say) registered here
+    too. Ray pickles a class by value where it has no importable module (`__main__`, a notebook, a
+    function's local class); one from an importable module is pickled by reference, so that module
+    must be installed on the workers."""
     from moalign.registry import register_objective
 
     for name, cls in (objectives or {}).items():
@@ -105,8 +125,9 @@ def _regroup(results: list, spans: list[tuple[int, int]]) -> list:
 class RayExecutor:
     """Each child a Ray task with `num_cpus`/`num_gpus`, retried `max_retries` times if its worker dies."""
 
-    def __init__(self, config: RayConfig):
+    def __init__(self, config: RayConfig, objective_types: set[str] = frozenset()):
         self.config = config
+        self.objective_types = set(objective_types)
 
     def _connect(self):
         import ray
@@ -126,7 +147,10 @@ class RayExecutor:
         flat, spans = _one_child_each(calls)
         from moalign.registry import registered_objectives
 
-        objectives = ray.put(registered_objectives())  # once, not once per child
+        # only those the search uses: a class registered from a module the workers cannot import
+        # would fail every task's unpickling, whether or not the search scores with it
+        used = {n: c for n, c in registered_objectives().items() if n in self.objective_types}
+        objectives = ray.put(used)  # once, not once per child
         refs = [task.remote(os.getcwd(), call, objectives) for call in flat]
         return _regroup(self._gather(ray, refs), spans)
 

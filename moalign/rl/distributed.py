@@ -31,7 +31,7 @@ import hashlib
 import numpy as np
 import torch
 
-from moalign.errors import ConfigError
+from moalign.errors import ConfigError, MoalignError
 from moalign.objective import Batch, Objective
 
 # Where launchers put the number of processes: torchrun / accelerate launch, then MPI implementations.
@@ -93,7 +93,7 @@ class Processes:
         # accelerate only takes a CPU-only machine for a multi-process one when told (gloo backend)
         state = PartialState(cpu=not torch.cuda.is_available())
         if state.num_processes != launched_world_size():  # a state this process built before the launch env was set
-            raise RuntimeError(f"accelerate's state in this process has {state.num_processes} process(es), the launcher "
+            raise MoalignError(f"accelerate's state in this process has {state.num_processes} process(es), the launcher "
                                f"{launched_world_size()}: start the run in a fresh process (torchrun / accelerate launch)")
         return cls(state)
 

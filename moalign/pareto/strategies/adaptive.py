@@ -12,9 +12,10 @@ is the Euclidean distance of its two policies' mean scores after min-max scaling
 policies (so objectives on different scales count alike); the edge with the largest gap gets the
 midpoint of its weights. Edges whose weights differ by less than `min_weight_gap` (in every
 coordinate) and midpoints already trained are skipped; ties go to the first edge in weight order.
-When no front edge is left (the midpoint of the front's only gap came out dominated), the edges
-between all trained policies are split instead, so the search spends its budget rather than
-stopping early.
+A front edge whose midpoint is trained already (it came out dominated, so its ends are still
+neighbours on the front) is replaced by the two segments either side of that midpoint, recursively,
+so the search refines there rather than stopping with budget left; a front refined down to
+`min_weight_gap` everywhere still ends the search.
 
 Warm starts (`model.init_adapter`, part of the child's train_hash): each seed continues from its
 own run at the nearest trained weights (L1; a tie goes to the larger first weight), for
@@ -82,22 +83,31 @@ def pick_next_weight(W: np.ndarray, scores: np.ndarray, directions, min_weight_g
     span = scores.max(0) - scores.min(0)
     F = (scores - scores.min(0)) / np.where(span > 0, span, 1.0)
     front = np.flatnonzero(non_dominated(scores, directions))
-    trained = {weights_key(w) for w in W}
-    # The front's edges first; when none is left to split (say, the midpoint of the only gap came
-    # out dominated), every trained policy's: the segments either side of that midpoint.
-    for members in ([front] if len(front) >= 2 else []) + [np.arange(len(W))]:
-        best, best_gap = None, -1.0
-        for a, b in _edges(W[members]):
-            i, j = members[a], members[b]
-            mid = (W[i] + W[j]) / 2
-            if np.abs(W[i] - W[j]).max() < min_weight_gap or weights_key(mid) in trained:
-                continue
-            gap = float(np.linalg.norm(F[i] - F[j]))
-            if gap > best_gap:
-                best, best_gap = mid, gap
-        if best is not None:
-            return best
-    return None
+    if len(front) < 2:
+        front = np.arange(len(W))
+    index = {weights_key(w): k for k, w in enumerate(W)}
+    candidates = []  # (gap, midpoint), in weight order
+
+    def split(i: int, j: int) -> None:
+        """Edge (i, j)'s candidate: its midpoint; where that is trained already (it came out off
+        the front), the segments either side of it, recursively."""
+        if np.abs(W[i] - W[j]).max() < min_weight_gap:
+            return
+        mid = (W[i] + W[j]) / 2
+        k = index.get(weights_key(mid))
+        if k is None:
+            candidates.append((float(np.linalg.norm(F[i] - F[j])), mid))
+        else:
+            split(i, k)
+            split(k, j)
+
+    for a, b in _edges(W[front]):
+        split(front[a], front[b])
+    best, best_gap = None, -1.0
+    for gap, mid in candidates:
+        if gap > best_gap:  # ties go to the first in weight order
+            best, best_gap = mid, gap
+    return best
 
 
 class Adaptive(Strategy):
