@@ -15,7 +15,7 @@ toxicity. Each policy answers with the pipeline's `max_new_tokens` and with `--l
 so that a length cap cannot hide a policy that keeps writing.
 
 For every policy and seed: the same prompt template as the quickstart ("Summarize in one sentence:
-<text>"), greedy decoding (the front's own evaluation setting). Means come with 95% bootstrap
+<text>"), sampled as the search's held-out evaluation sampled (greedy by default; its chat template). Means come with 95% bootstrap
 intervals over articles and seeds (`moalign.pareto.uncertainty.PolicyScores`, the front's own).
 "Holds its order" is checked per objective that the front was scored on and that can be measured
 here: Kendall's tau between the policies' held-out means and their real-news means, and whether
@@ -45,19 +45,30 @@ MEASURES = {
 }
 
 
-def lee_articles(n: int) -> list[dict]:
-    """The first `n` articles of the Lee corpus as records (prompt, source), from gensim's test data."""
+def articles(n: int, corpus: str | None = None) -> list[dict]:
+    """The first `n` articles of `corpus` (a text file, one article a line; default the Lee corpus
+    from gensim's test data) as records (prompt, source)."""
+    if corpus is not None:
+        text = Path(corpus).read_text(encoding="utf-8")
+        return _records(text, n)
     try:
         corpus = resources.files("gensim") / "test" / "test_data" / "lee.cor"
+    except ModuleNotFoundError:
+        raise SystemExit("real_news.py: the Lee corpus comes with gensim's test data: pip install gensim") from None
+    try:
         text = corpus.read_text(encoding="utf-8", errors="replace")
-    except (ModuleNotFoundError, FileNotFoundError):
-        raise SystemExit("real_news.py: the Lee corpus comes with gensim's test data: pip install gensim")
-    articles = [line.strip() for line in text.splitlines() if line.strip()][:n]
-    return [{"prompt": TEMPLATE.format(text=a), "source": a} for a in articles]
+    except FileNotFoundError:
+        raise SystemExit(f"real_news.py: this gensim has no {corpus} (its test data): reinstall gensim from PyPI") from None
+    return _records(text, n)
 
 
-def policy_runs(search: str, tracking_uri: str | None) -> pd.DataFrame:
-    """One row a (policy, seed) of the search's front table: ref (for load_policy), role, weights, seed."""
+def _records(text: str, n: int) -> list[dict]:
+    lines = [line.strip() for line in text.splitlines() if line.strip()][:n]
+    return [{"prompt": TEMPLATE.format(text=a), "source": a} for a in lines]
+
+
+def policy_runs(search: str, tracking_uri: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row a (policy, seed): ref for load_policy, role, weights, seed; the search's front table)."""
     from moalign.policies import front_policies
 
     front = front_policies(search, tracking_uri)
@@ -66,19 +77,24 @@ def policy_runs(search: str, tracking_uri: str | None) -> pd.DataFrame:
         seeds = [int(s) for s in str(p["seeds"]).split(",")] if p["role"] != "base" else [0]
         for seed in seeds:
             ref = p["ref"] if p["role"] == "base" else f"{p['ref']}:s{seed}"
-            rows.append({"ref": ref, "role": p["role"], "weights": p["weights"], "seed": seed})
+            weights = "" if p["role"] == "base" else p["weights"]  # as a search's runs table has it (not NaN)
+            rows.append({"ref": ref, "role": p["role"], "weights": weights, "seed": seed})
     return pd.DataFrame(rows), front
 
 
-def score_policy(ref: str, records: list[dict], max_new_tokens: int, tracking_uri: str | None, objectives) -> pd.DataFrame:
-    """Per-article scores of policy `ref`'s greedy completions."""
+def score_policy(ref: str, records: list[dict], train_config, max_new_tokens: int, tracking_uri: str | None,
+                 objectives) -> pd.DataFrame:
+    """Per-article scores of policy `ref`'s completions, sampled as the search's held-out evaluation
+    sampled them (its chat template and eval settings) but for `max_new_tokens`."""
+    import dataclasses
+
     import moalign
     from moalign.generation import generate_rows
     from moalign.objective import Batch
-    from moalign.rl.config import SamplingConfig
 
     model, tokenizer = moalign.load_policy(ref, tracking_uri=tracking_uri)
-    rows = generate_rows(model, tokenizer, records, SamplingConfig(max_new_tokens=max_new_tokens), progress=False)
+    sampling = dataclasses.replace(train_config.sampling, max_new_tokens=max_new_tokens)
+    rows = generate_rows(model, tokenizer, records, sampling, train_config.model.use_chat_template, progress=False)
     del model
     batch = Batch(prompts=[r["prompt"] for r in rows], completions=[r["completion"] for r in rows],
                   sources=[r["source"] for r in rows])
@@ -99,42 +115,57 @@ def main(argv=None) -> int:
     parser.add_argument("--search", default="quickstart/soups", help="EXPERIMENT/SEARCH of a finished search")
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--articles", type=int, default=50)
+    parser.add_argument("--corpus", default=None, help="a text file, one article a line (default: the Lee corpus)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the search's own")
     parser.add_argument("--long-tokens", type=int, default=96)
     parser.add_argument("--out", default="real-news")
+    parser.add_argument("--tabulate", metavar="SAMPLES", default=None,
+                        help="rebuild the tables from an earlier run's real_news_samples.jsonl, generating nothing")
     args = parser.parse_args(argv)
 
     from tqdm.auto import tqdm
 
     import moalign
-    from moalign.pareto.uncertainty import PolicyScores
+    from moalign.pareto.uncertainty import TAIL, PolicyScores
     from moalign.policies import find_policy
 
-    records = lee_articles(args.articles)
     runs, front = policy_runs(args.search, args.tracking_uri)
-    cap = args.max_new_tokens or find_policy(runs["ref"].iloc[-1], args.tracking_uri).config.sampling.max_new_tokens
+    train_config = find_policy(runs["ref"].iloc[-1], args.tracking_uri).config
+    cap = args.max_new_tokens or train_config.sampling.max_new_tokens
     objectives = {name: {"type": kind, **params} for name, (kind, params) in MEASURES.items()}
+    objectives["likelihood"]["model"] = train_config.model.name  # fluency under the search's own base model
     moalign.build_objectives(objectives)  # a bad objective fails before any model loads
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    saved = pd.read_json(args.tabulate, lines=True) if args.tabulate else None
+    caps = list(dict.fromkeys(saved["max_new_tokens"] if saved is not None else [cap, args.long_tokens]))
+    records = None if saved is not None else articles(args.articles, args.corpus)
     tables, samples = [], []
-    for tokens in dict.fromkeys([cap, args.long_tokens]):
+    for tokens in caps:
         per_run = {}
         for _, run in tqdm(list(runs.iterrows()), desc=f"policies, {tokens} tokens", unit="policy"):
-            scores = score_policy(run["ref"], records, tokens, args.tracking_uri, objectives)
+            if saved is not None:
+                scores = saved[(saved["max_new_tokens"] == tokens) & (saved["ref"] == run["ref"])]
+                scores = scores.drop(columns=["ref", "max_new_tokens"]).reset_index(drop=True)
+            else:
+                scores = score_policy(run["ref"], records, train_config, tokens, args.tracking_uri, objectives)
             per_run[run["ref"]] = scores
             samples.append(scores.assign(ref=run["ref"], max_new_tokens=tokens))
         means = runs.assign(key=runs["ref"], run_id=runs["ref"],
                             **{o: [per_run[r][o].mean() for r in runs["ref"]] for o in MEASURES})
-        estimate = PolicyScores(means, per_run, list(MEASURES)).estimate(
-            ["verbosity", "density"], ["minimize", "minimize"], np.zeros(2))
-        table = estimate.table.assign(max_new_tokens=tokens)
+        scored = PolicyScores(means, per_run, list(MEASURES))
+        low, high = np.nanpercentile(scored.bootstrap(), [TAIL, 100 - TAIL], axis=0)  # over articles and seeds
+        table = scored.table.assign(max_new_tokens=tokens)
+        for m, o in enumerate(MEASURES):
+            table[f"{o}_ci_low"], table[f"{o}_ci_high"] = low[:, m], high[:, m]
         tables.append(table)
     result = pd.concat(tables, ignore_index=True)
     result.to_csv(out / "real_news.csv", index=False)
     pd.concat(samples, ignore_index=True).to_json(out / "real_news_samples.jsonl", orient="records", lines=True)
 
-    lines = [f"# {args.search} on {len(records)} real news articles (Lee corpus)", ""]
+    source = args.corpus or ("the Lee corpus" if saved is None else args.tabulate)
+    n_articles = len(next(iter(per_run.values())))
+    lines = [f"# {args.search} on {n_articles} news articles ({source})", ""]
     for tokens, table in result.groupby("max_new_tokens", sort=False):
         lines += [f"## {tokens} new tokens", "", "| policy | " + " | ".join(MEASURES) + " |",
                   "|---" * (len(MEASURES) + 1) + "|"]
@@ -144,7 +175,7 @@ def main(argv=None) -> int:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     # order: held-out means (front.csv) against real-news means, per objective scored in both
-    held = front.set_index(["role", "weights"])
+    held = front.assign(weights=front["weights"].fillna("")).set_index(["role", "weights"])
     first = result[result["max_new_tokens"] == cap].set_index(["role", "weights"])
     trained = first[first.index.get_level_values("role") != "base"]
     lines += ["## Order against the held-out evaluation", ""]

@@ -8,9 +8,11 @@ grid that reuses one of its endpoints, once per test session.
 """
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import pandas as pd
 from mlflow.tracking import MlflowClient
 
 import moalign
@@ -123,3 +125,32 @@ def test_front_policies_lists_each_policy_with_the_ref_that_loads_it(front):
         assert find_policy(ref, front.uri).run_id == run_ids.split(",")[0]
     with pytest.raises(MoalignError, match="expected EXPERIMENT/SEARCH"):
         front_policies("soups", front.uri)
+
+
+def test_the_real_news_check_scores_every_policy_of_a_front_on_new_texts(front, tmp_path):
+    """benchmarks/real_news.py: each policy of the front (every seed) answers the articles at both
+    length caps; means with intervals, and the extremes compared."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("real_news", Path(__file__).parents[1] / "benchmarks" / "real_news.py")
+    real_news = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(real_news)
+    corpus = tmp_path / "news.txt"
+    corpus.write_text("The council voted to close the bridge. Repairs start in May.\n"
+                      "A storm cut power to the town. Crews worked all night.\n\nThe cat sat on the mat all day.\n")
+    assert real_news.main(["--search", "use/soups", "--tracking-uri", front.uri, "--corpus", str(corpus),
+                           "--long-tokens", "9", "--out", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "real_news.csv", dtype={"weights": str})
+    assert sorted(table["max_new_tokens"].unique()) == [8, 9]  # the search's own cap, then the long one
+    assert len(table) == 2 * 4  # base, two endpoints, the soup
+    for o in real_news.MEASURES:
+        assert (table[f"{o}_ci_low"] <= table[o] + 1e-9).all() and (table[o] <= table[f"{o}_ci_high"] + 1e-9).all()
+    samples = pd.read_json(tmp_path / "out" / "real_news_samples.jsonl", lines=True)
+    assert len(samples) == 2 * 4 * 3 and samples["completion"].map(lambda c: isinstance(c, str)).all()
+    text = (tmp_path / "out" / "real_news.md").read_text()
+    assert "extremes 1.0000,0.0000 vs 0.0000,1.0000 on verbosity" in text
+    # the tables again from the saved samples, nothing generated
+    assert real_news.main(["--search", "use/soups", "--tracking-uri", front.uri, "--out", str(tmp_path / "again"),
+                           "--tabulate", str(tmp_path / "out" / "real_news_samples.jsonl")]) == 0
+    again = (tmp_path / "again" / "real_news.md").read_text()
+    assert again.split("\n", 1)[1] == text.split("\n", 1)[1]  # all but the title, which names the samples file
