@@ -152,7 +152,7 @@ CASES = {
     "--set reward.constraints=5": (lambda ws: ws.train("--set", "reward.constraints=5"), "reward.constraints: expected a list"),
     "pipeline train=5": (lambda ws: ws.pipeline("--set", "train=5"), "train: expected a section"),
     "pipeline no such search": (lambda ws: ws.pipeline("--set", "searches.nosuch.seeds=[1]"), "no item 'nosuch' in that list"),
-    "pipeline a search replaced": (lambda ws: ws.pipeline("--set", "searches.0=[1]"), "'searches' is a list"),
+    "pipeline a search replaced": (lambda ws: ws.pipeline("--set", "searches.0=[1]"), "searches[0]: expected a mapping"),
     "--set reward.weights=[a]": (lambda ws: ws.train("--set", "reward.weights=[a]"), "reward.weights[0]: expected a number"),
     "lora_target_modules=5": (lambda ws: ws.train("--set", "model.lora_target_modules=5"), "model.lora_target_modules"),
     "--set without =": (lambda ws: ws.train("--set", "optim.lr"), "expected key=value"),
