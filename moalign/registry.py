@@ -99,6 +99,28 @@ def check_column(column: str) -> str:
     return column
 
 
+def _by_column(spec: Any) -> Mapping:
+    """Any form `build_objectives` takes as {column: params, an Objective, or None}."""
+    if isinstance(spec, str):
+        spec = [s.strip() for s in spec.split(",") if s.strip()]
+    if isinstance(spec, Objective):
+        spec = [spec]
+    if not isinstance(spec, Mapping):  # a list: each name (or instance's name) is its column
+        spec = {(item.name if isinstance(item, Objective) else str(item)): (item if isinstance(item, Objective) else None)
+                for item in spec}
+    return spec
+
+
+def objective_types(spec: Any) -> set[str]:
+    """The registered names `build_objectives(spec)` would build from, without building anything.
+
+    >>> sorted(objective_types({"words": {"type": "verbosity"}, "chrf": {}}))
+    ['chrf', 'verbosity']
+    """
+    return {params.get("type", column) if isinstance(params, Mapping) else column
+            for column, params in _by_column(spec).items() if not isinstance(params, Objective)}
+
+
 def build_objectives(spec: Any) -> dict[str, Objective]:
     """Objectives from a config value, keyed by the column name they score into.
 
@@ -109,15 +131,8 @@ def build_objectives(spec: Any) -> dict[str, Objective]:
     Every objective also takes `on_invalid` (`{"chrf": {"on_invalid": "drop"}}`, see Objective);
     a column must be a name MLflow can store.
     """
-    if isinstance(spec, str):
-        spec = [s.strip() for s in spec.split(",") if s.strip()]
-    if isinstance(spec, Objective):
-        spec = [spec]
-    if not isinstance(spec, Mapping):  # a list: each name (or instance's name) is its column
-        spec = {(item.name if isinstance(item, Objective) else str(item)): (item if isinstance(item, Objective) else None)
-                for item in spec}
     out = {}
-    for column, params in spec.items():
+    for column, params in _by_column(spec).items():
         column = check_column(str(column))
         if isinstance(params, Objective):
             # built by hand, so get_objective's checks did not run

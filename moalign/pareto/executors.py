@@ -42,21 +42,12 @@ def make_executor(config):
 
 
 def _objective_types(train) -> set[str]:
-    """The registered names the training config builds objectives from: its reward objectives,
-    eval objectives (`type`, default the column) and constrained objectives."""
-    from collections.abc import Mapping
-
+    """The registered names the training config builds objectives from: reward, eval and constrained."""
+    from moalign.registry import objective_types
     from moalign.scalarization import parse_constraint
 
     names = {parse_constraint(c).objective for c in train.reward.constraints}
-    for spec in (train.reward.objectives, train.eval_objectives):
-        if isinstance(spec, str):
-            spec = [s.strip() for s in spec.split(",")]
-        if isinstance(spec, Mapping):
-            names |= {p.get("type", c) if isinstance(p, Mapping) else c for c, p in spec.items()}
-        else:
-            names |= {item for item in spec if isinstance(item, str)}
-    return names
+    return names | objective_types(train.reward.objectives) | objective_types(train.eval_objectives or {})
 
 
 def check_shared_store(config) -> None:
