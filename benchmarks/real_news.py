@@ -82,10 +82,10 @@ def policy_runs(search: str, tracking_uri: str | None) -> tuple[pd.DataFrame, pd
     return pd.DataFrame(rows), front
 
 
-def score_policy(ref: str, records: list[dict], train_config, max_new_tokens: int, tracking_uri: str | None,
-                 objectives) -> pd.DataFrame:
-    """Per-article scores of policy `ref`'s completions, sampled as the search's held-out evaluation
-    sampled them (its chat template and eval settings) but for `max_new_tokens`."""
+def score_policy(ref: str, records: list[dict], train_config, caps: list[int], tracking_uri: str | None,
+                 objectives) -> dict[int, pd.DataFrame]:
+    """Per-article scores of policy `ref`'s completions at each length cap (the model loaded once),
+    sampled as the search's held-out evaluation sampled them (its chat template and eval settings)."""
     import dataclasses
 
     import moalign
@@ -93,21 +93,17 @@ def score_policy(ref: str, records: list[dict], train_config, max_new_tokens: in
     from moalign.objective import Batch
 
     model, tokenizer = moalign.load_policy(ref, tracking_uri=tracking_uri)
-    sampling = dataclasses.replace(train_config.sampling, max_new_tokens=max_new_tokens)
-    rows = generate_rows(model, tokenizer, records, sampling, train_config.model.use_chat_template, progress=False)
-    del model
-    batch = Batch(prompts=[r["prompt"] for r in rows], completions=[r["completion"] for r in rows],
-                  sources=[r["source"] for r in rows])
-    scores = moalign.score(batch, objectives)
-    scores.insert(0, "prompt", [r["prompt"] for r in rows])
-    scores["completion"] = [r["completion"] for r in rows]
-    return scores
-
-
-def kendall(a, b) -> float:
-    from scipy.stats import kendalltau
-
-    return float(kendalltau(a, b).statistic)
+    out = {}
+    for tokens in caps:
+        sampling = dataclasses.replace(train_config.sampling, max_new_tokens=tokens)
+        rows = generate_rows(model, tokenizer, records, sampling, train_config.model.use_chat_template, progress=False)
+        batch = Batch(prompts=[r["prompt"] for r in rows], completions=[r["completion"] for r in rows],
+                      sources=[r["source"] for r in rows])
+        scores = moalign.score(batch, objectives)
+        scores.insert(0, "prompt", [r["prompt"] for r in rows])
+        scores["completion"] = [r["completion"] for r in rows]
+        out[tokens] = scores
+    return out
 
 
 def main(argv=None) -> int:
@@ -123,11 +119,13 @@ def main(argv=None) -> int:
                         help="rebuild the tables from an earlier run's real_news_samples.jsonl, generating nothing")
     args = parser.parse_args(argv)
 
+    from scipy.stats import kendalltau
     from tqdm.auto import tqdm
 
     import moalign
     from moalign.pareto.uncertainty import TAIL, PolicyScores
     from moalign.policies import find_policy
+    from moalign.reports.labels import interval
 
     runs, front = policy_runs(args.search, args.tracking_uri)
     train_config = find_policy(runs["ref"].iloc[-1], args.tracking_uri).config
@@ -139,18 +137,17 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     saved = pd.read_json(args.tabulate, lines=True) if args.tabulate else None
     caps = list(dict.fromkeys(saved["max_new_tokens"] if saved is not None else [cap, args.long_tokens]))
-    records = None if saved is not None else articles(args.articles, args.corpus)
-    tables, samples = [], []
+    if saved is None:
+        records = articles(args.articles, args.corpus)
+        scored_at = {ref: score_policy(ref, records, train_config, caps, args.tracking_uri, objectives)
+                     for ref in tqdm(runs["ref"], desc="policies", unit="policy")}
+        saved = pd.concat([scores.assign(ref=ref, max_new_tokens=tokens)
+                           for ref, by_cap in scored_at.items() for tokens, scores in by_cap.items()], ignore_index=True)
+        saved.to_json(out / "real_news_samples.jsonl", orient="records", lines=True)
+    tables = []
     for tokens in caps:
-        per_run = {}
-        for _, run in tqdm(list(runs.iterrows()), desc=f"policies, {tokens} tokens", unit="policy"):
-            if saved is not None:
-                scores = saved[(saved["max_new_tokens"] == tokens) & (saved["ref"] == run["ref"])]
-                scores = scores.drop(columns=["ref", "max_new_tokens"]).reset_index(drop=True)
-            else:
-                scores = score_policy(run["ref"], records, train_config, tokens, args.tracking_uri, objectives)
-            per_run[run["ref"]] = scores
-            samples.append(scores.assign(ref=run["ref"], max_new_tokens=tokens))
+        per_run = {ref: saved[(saved["max_new_tokens"] == tokens) & (saved["ref"] == ref)]
+                   .drop(columns=["ref", "max_new_tokens"]).reset_index(drop=True) for ref in runs["ref"]}
         means = runs.assign(key=runs["ref"], run_id=runs["ref"],
                             **{o: [per_run[r][o].mean() for r in runs["ref"]] for o in MEASURES})
         scored = PolicyScores(means, per_run, list(MEASURES))
@@ -161,9 +158,8 @@ def main(argv=None) -> int:
         tables.append(table)
     result = pd.concat(tables, ignore_index=True)
     result.to_csv(out / "real_news.csv", index=False)
-    pd.concat(samples, ignore_index=True).to_json(out / "real_news_samples.jsonl", orient="records", lines=True)
 
-    source = args.corpus or ("the Lee corpus" if saved is None else args.tabulate)
+    source = args.corpus or (args.tabulate or "the Lee corpus")
     n_articles = len(next(iter(per_run.values())))
     lines = [f"# {args.search} on {n_articles} news articles ({source})", ""]
     for tokens, table in result.groupby("max_new_tokens", sort=False):
@@ -171,7 +167,7 @@ def main(argv=None) -> int:
                   "|---" * (len(MEASURES) + 1) + "|"]
         for _, row in table.iterrows():
             name = "base model" if row["role"] == "base" else f"{row['role']} {row['weights']}"
-            cells = [f"{row[o]:.2f} [{row[f'{o}_ci_low']:.2f}, {row[f'{o}_ci_high']:.2f}]" for o in MEASURES]
+            cells = [interval(row[o], row[f"{o}_ci_low"], row[f"{o}_ci_high"]) for o in MEASURES]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     # order: held-out means (front.csv) against real-news means, per objective scored in both
@@ -180,7 +176,7 @@ def main(argv=None) -> int:
     trained = first[first.index.get_level_values("role") != "base"]
     lines += ["## Order against the held-out evaluation", ""]
     for o in [o for o in MEASURES if o in held.columns]:
-        tau = kendall(held.loc[trained.index, o], trained[o])
+        tau = float(kendalltau(held.loc[trained.index, o], trained[o]).statistic)
         lines.append(f"- {o}: Kendall tau {tau:+.2f} over {len(trained)} trained policies")
     ends = trained.reset_index()
     ends = ends[ends["weights"].map(lambda w: sorted(float(x) for x in w.split(",")) == [0.0, 1.0])]
