@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 from moalign.errors import ConfigError, MoalignError
 from moalign.pareto.config import RayConfig
+from moalign.registry import objective_types, register_objective, registered_objectives
 
 
 def _on_this_machine(uri: str) -> bool:
@@ -43,7 +44,6 @@ def make_executor(config):
 
 def _objective_types(train) -> set[str]:
     """The registered names the training config builds objectives from: reward, eval and constrained."""
-    from moalign.registry import objective_types
     from moalign.scalarization import parse_constraint
 
     names = {parse_constraint(c).objective for c in train.reward.constraints}
@@ -76,8 +76,6 @@ def _in_dir(cwd: str, call, objectives: dict | None = None):
     too. Ray pickles a class by value where it has no importable module (`__main__`, a notebook, a
     function's local class); one from an importable module is pickled by reference, so that module
     must be installed on the workers."""
-    from moalign.registry import register_objective
-
     for name, cls in (objectives or {}).items():
         register_objective(name, cls)
     here = os.getcwd()
@@ -136,8 +134,6 @@ class RayExecutor:
         task = ray.remote(num_cpus=self.config.num_cpus, num_gpus=self.config.num_gpus,
                           max_retries=self.config.max_retries, retry_exceptions=False)(_in_dir)
         flat, spans = _one_child_each(calls)
-        from moalign.registry import registered_objectives
-
         # only those the search uses: a class registered from a module the workers cannot import
         # would fail every task's unpickling, whether or not the search scores with it
         used = {n: c for n, c in registered_objectives().items() if n in self.objective_types}
