@@ -46,15 +46,19 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     return steps[-1][1] if steps else None
 
 
-def save_checkpoint(directory: str | Path, policy, optimizer, scheduler, step: int, trainer_state: dict) -> Path:
-    """Write step `step`'s checkpoint beside the current one, then retire the older ones."""
+def save_checkpoint(directory: str | Path, policy, optimizer, scheduler, step: int, trainer_state: dict,
+                    model_state: dict | None = None, optimizer_state: dict | None = None) -> Path:
+    """Write step `step`'s checkpoint beside the current one, then retire the older ones.
+
+    `model_state`/`optimizer_state`: a sharded run's states, gathered whole (`moalign.rl.sharding`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{step:07d}"
     tmp = directory / f".step-{step:07d}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    policy.save(tmp / "adapter")
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    policy.save(tmp / "adapter", *([] if model_state is None else [model_state]))
+    optimizer_state = optimizer.state_dict() if optimizer_state is None else optimizer_state
+    torch.save({"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
     numpy_rng = np.random.get_state()
     trainer = {"step": step, "trainer": trainer_state,

@@ -18,8 +18,8 @@ Gradients are summed by hand (one all-reduce of the flattened trainable paramete
 optimizer step) rather than by wrapping the model in DDP: the step runs several forwards per backward
 (a shared prompt then its completions) and samples from the bare model, which a DDP wrapper does
 not allow, and LoRA gradients are small enough that overlapping their reduction with the backward
-gains nothing. FSDP and DeepSpeed shard the weights themselves and need the model handed to
-`Accelerator.prepare`; they are refused with one line until that path exists.
+gains nothing. With accelerate's FSDP config (`fsdp_version: 2`) the weights are also sharded
+(`moalign.rl.sharding`): FSDP then sums the gradients itself. DeepSpeed is refused with one line.
 
 With one process every method returns its input and nothing touches torch.distributed, so a
 single-process run is bit-for-bit what it was.
@@ -33,6 +33,7 @@ import torch
 
 from moalign.errors import ConfigError, MoalignError
 from moalign.objective import Batch, Objective
+from moalign.rl.sharding import fsdp_requested
 
 # Where launchers put the number of processes: torchrun / accelerate launch, then MPI implementations.
 _WORLD_SIZE_VARIABLES = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
@@ -60,10 +61,10 @@ def check_world_size(config, world_size: int | None = None) -> None:
     world_size = launched_world_size() if world_size is None else world_size
     if world_size == 1:
         return
-    for flag, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
-        if parse_flag_from_env(flag):
-            raise ConfigError(f"accelerate config: {name} is not supported by moalign train yet; launch plain data "
-                              f"parallel (accelerate launch --multi_gpu, or torchrun)")
+    if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
+        raise ConfigError("accelerate config: DeepSpeed is not supported by moalign train; to shard the weights use "
+                          "FSDP2 (accelerate launch --use_fsdp --fsdp_version 2)")
+    fsdp_requested()  # a version this trainer does not run fails here
     per_step = config.sampling.prompts_per_step
     if per_step % world_size:
         raise ConfigError(f"sampling.prompts_per_step ({per_step}) must be divisible by the number of processes "
@@ -77,11 +78,14 @@ class Processes:
     group when there is one.
     """
 
-    def __init__(self, state=None):
+    def __init__(self, state=None, sharded: bool = False):
         self.state = state  # accelerate's PartialState; None in a single process
+        self.sharded = sharded  # FSDP2: weights sharded, gradients summed by FSDP (moalign.rl.sharding)
         self.rank = state.process_index if state else 0
         self.world_size = state.num_processes if state else 1
-        self.device = str(state.device) if state else None  # None: the policy picks its default
+        # None: the policy picks its default. accelerate numbers CPU devices by rank ("cpu:1"), which
+        # torch.load's map_location does not take.
+        self.device = ("cpu" if state.device.type == "cpu" else str(state.device)) if state else None
 
     @classmethod
     def launched(cls, config) -> Processes:
@@ -95,7 +99,13 @@ class Processes:
         if state.num_processes != launched_world_size():  # a state this process built before the launch env was set
             raise MoalignError(f"accelerate's state in this process has {state.num_processes} process(es), the launcher "
                                f"{launched_world_size()}: start the run in a fresh process (torchrun / accelerate launch)")
-        return cls(state)
+        return cls(state, sharded=fsdp_requested())
+
+    @property
+    def loss_scale(self) -> int:
+        """What each share's loss is multiplied by before the backward: FSDP averages the gradients
+        over processes, where the token-mean loss needs their sum."""
+        return self.world_size if self.sharded else 1
 
     @property
     def is_main(self) -> bool:
@@ -143,8 +153,9 @@ class Processes:
         return dict(zip(values, totals.tolist()))
 
     def sum_gradients(self, parameters: list) -> None:
-        """Replace each gradient by its sum over processes (one flattened all-reduce)."""
-        if self.world_size == 1:
+        """Replace each gradient by its sum over processes (one flattened all-reduce); under FSDP the
+        backward has already reduce-scattered the sums."""
+        if self.world_size == 1 or self.sharded:
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
         total = self.sum(torch.cat([g.reshape(-1) for g in grads]))

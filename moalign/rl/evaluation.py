@@ -25,11 +25,14 @@ def batch_for(records: list[dict], prompt_rows: list[int], completions: list[str
 
 
 def evaluate_policy(model, tokenizer, records: list[dict], objectives: dict, sampling: SamplingConfig,
-                    use_chat_template: bool = True, seed: int = 0, batch_prompts: int = 16, counter: dict | None = None):
+                    use_chat_template: bool = True, seed: int = 0, batch_prompts: int = 16, counter: dict | None = None,
+                    synced: bool = False):
     """(per-sample scores, samples table): `eval_num_generations` completions per prompt.
 
     `counter`, if given, gains the evaluation's cost: `generated_tokens` (sampled completion tokens)
     and `forward_tokens` (each sequence's prompt and completion tokens, as the trainer counts them).
+    `synced`: a sharded run, where every process generates (see `moalign.rl.sharding`); a process
+    given no `objectives` only generates.
     """
     n = sampling.eval_num_generations
     texts, rows = [], []
@@ -39,13 +42,13 @@ def evaluate_policy(model, tokenizer, records: list[dict], objectives: dict, sam
         chunk = records[start : start + batch_prompts]
         rollout = generate(model, tokenizer, [r["prompt"] for r in chunk], n, sampling.max_new_tokens,
                            sampling.eval_temperature, sampling.top_k, sampling.top_p, use_chat_template,
-                           seed=seed + start, static_cache=sampling.static_cache)
+                           seed=seed + start, static_cache=sampling.static_cache, synced=synced)
         texts += rollout.texts
         if counter is not None:
             counter["generated_tokens"] = counter.get("generated_tokens", 0) + int(rollout.completion_mask.sum())
             counter["forward_tokens"] = counter.get("forward_tokens", 0) + int(rollout.attention_mask.sum())
         rows += [start + i for i in rollout.prompt_index]
     model.train(was_training)
-    scores = score(batch_for(records, rows, texts), objectives)
+    scores = score(batch_for(records, rows, texts), objectives) if objectives else pd.DataFrame(index=range(len(texts)))
     samples = pd.DataFrame({"prompt": [records[i]["prompt"] for i in rows], "completion": texts})
     return scores, pd.concat([samples, scores], axis=1)

@@ -74,11 +74,12 @@ class Policy:
             with self.model.disable_adapter():
                 yield self.model
 
-    def save(self, directory: str | Path) -> None:
+    def save(self, directory: str | Path, state_dict: dict | None = None) -> None:
+        """`state_dict`: the weights to write instead of the model's own (a sharded run's, gathered whole)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.config.lora:
-            self.model.save_pretrained(directory)
+            self.model.save_pretrained(directory, **({} if state_dict is None else {"state_dict": state_dict}))
             # The base model by the name it was given (hub id, local path, or the bundled model's
             # name), not the cache folder it was loaded from, which is this machine's:
             # `moalign.load_policy` resolves the name wherever the adapter is loaded. Renamed after
@@ -97,7 +98,7 @@ class Policy:
                                   for t in card.data.tags or []]
                 card.save(directory / "README.md")
         else:
-            torch.save(self.model.state_dict(), directory / "model.pt")
+            torch.save(self.model.state_dict() if state_dict is None else state_dict, directory / "model.pt")
 
     def autocast(self, enabled: bool):
         if enabled and self.device.startswith("cuda"):

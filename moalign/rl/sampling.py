@@ -36,7 +36,7 @@ class Rollout:
 @torch.no_grad()  # not inference_mode: the samples feed an autograd forward later
 def generate(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, use_chat_template: bool = True, seed: int | None = None,
-             share_prompt: bool = True, static_cache: bool = False) -> Rollout:
+             share_prompt: bool = True, static_cache: bool = False, synced: bool = False) -> Rollout:
     """`n` completions per prompt, grouped (rows i*n ... i*n+n-1 belong to prompt i).
 
     `temperature == 0` decodes greedily. Seeding per call makes a step's samples reproducible,
@@ -45,7 +45,8 @@ def generate(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, 
     (`moalign.logprobs.generate_from_shared_prompts`: same tokens as the plain call); models whose
     cache cannot be repeated, and model-like objects that are no transformers/peft model, take the
     plain call. `static_cache` (CUDA only, ignored on CPU) decodes with a static KV cache, which
-    transformers compiles with torch.compile; it takes the plain call.
+    transformers compiles with torch.compile; it takes the plain call. `synced` keeps every process
+    of a sharded (FSDP) run stepping until all have finished, since each step gathers weights together.
     """
     if seed is not None:
         torch.manual_seed(seed)
@@ -60,7 +61,7 @@ def generate(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, 
     prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     sampling = dict(do_sample=True, temperature=temperature, top_k=top_k or None, top_p=top_p) if temperature > 0 else dict(do_sample=False)
     kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                  eos_token_id=tokenizer.eos_token_id, **sampling)
+                  eos_token_id=tokenizer.eos_token_id, **sampling, **({"synced_gpus": True} if synced else {}))
     out = None
     if static_cache:
         kwargs["cache_implementation"] = "static"

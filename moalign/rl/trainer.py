@@ -37,6 +37,7 @@ from moalign.rl.evaluation import batch_for, evaluate_policy
 from moalign.rl.policy import Policy
 from moalign.rl.reward import MultiObjectiveReward
 from moalign.rl.sampling import completion_logprobs, generate, grouped_completion_logprobs
+from moalign.rl.sharding import full, full_model_state, full_optimizer_state, load_optimizer_state, shard_policy
 from moalign.tracking import make_tracker
 
 
@@ -160,14 +161,14 @@ def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainCon
             if not algo.kl_in_reward and kl_coef > 0:
                 per_token = per_token + kl_coef * kl_loss_term(logp, ref_lp[c], algo.kl_estimator)
             loss = token_mean(per_token, m, n_tokens)
-            loss.backward()
+            (loss * processes.loss_scale).backward()
             sums["loss"] += loss.item() / algo.inner_epochs
             sums["clip_frac"] += float(token_mean(clipped.float(), m, n_tokens)) / algo.inner_epochs
             if epoch == 0:
                 sums["kl"] += float(token_mean(kl_per_token(logp.detach(), ref_lp[c], algo.kl_estimator), m, n_tokens))
                 sums["entropy"] += float(token_mean(entropy, m, n_tokens))
         processes.sum_gradients(policy.parameters())
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), optim.max_grad_norm)
+        grad_norm = full(torch.nn.utils.clip_grad_norm_(policy.parameters(), optim.max_grad_norm))
         state["dirty"] = True
         state["optimizer"].step()
         state["optimizer"].zero_grad(set_to_none=True)
@@ -218,6 +219,8 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
     np.random.seed(config.seed)
     policy = Policy(config.model, device=processes.device, adapter_dir=resume_state["adapter_dir"] if resume_state else None)
     processes.broadcast_parameters(policy.parameters())
+    if processes.sharded:  # FSDP2: after the broadcast, so the shards cut one set of weights
+        shard_policy(policy)
 
     if resume_run_id:
         run_id = resume_run_id
@@ -246,7 +249,10 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
     state = {"optimizer": optimizer, "scheduler": scheduler, "baseline": None, "dirty": False}
     start_step, history = 0, []
     if resume_state:
-        optimizer.load_state_dict(resume_state["optimizer"])
+        if processes.sharded:
+            load_optimizer_state(policy, optimizer, resume_state["optimizer"])
+        else:
+            optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         restore_rng(resume_state)
         trainer_state = resume_state["trainer"]
@@ -275,9 +281,10 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         pending_metrics.clear()
         pending_samples.clear()
         trainer_state = {k: v for k, v in committed.items() if k != "n_history"}
+        sharded = (full_model_state(policy), full_optimizer_state(policy, optimizer)) if processes.sharded else (None, None)
         if processes.is_main:  # one writer; every process reads it on resume
             save_checkpoint(checkpoint_dir, policy, optimizer, scheduler, step,
-                            {**trainer_state, "history": history[: committed["n_history"]]})
+                            {**trainer_state, "history": history[: committed["n_history"]]}, *sharded)
         last_checkpoint = step
 
     step = start_step
@@ -297,7 +304,7 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
                                config.sampling.num_generations, config.sampling.max_new_tokens,
                                config.sampling.temperature, config.sampling.top_k, config.sampling.top_p,
                                config.model.use_chat_template, seed=processes.seed(step_seed(config.seed, step)),
-                               static_cache=config.sampling.static_cache)
+                               static_cache=config.sampling.static_cache, synced=processes.sharded)
             policy.model.train()
             t_generate = time.perf_counter() - t0
 
@@ -340,18 +347,26 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
                 checkpoint(step)
         bar.close()
         adapter_dir = run_dir / "adapter"
-        if not processes.is_main:  # the main process saves, evaluates and logs the adapter every process holds
+        # The main process saves, evaluates and logs the adapter every process holds. Sharded, every
+        # process takes part in gathering it and in the evaluation's generation (its forwards gather
+        # weights together); only the main process scores.
+        adapter_state = full_model_state(policy) if processes.sharded else None
+        if not processes.is_main and not processes.sharded:
             return TrainResult(run_id, run_dir, adapter_dir, config.optim.steps, {}, pd.DataFrame(history),
                                pd.DataFrame(), time.perf_counter() - started)
-        policy.save(adapter_dir)
+        if processes.is_main:
+            policy.save(adapter_dir, adapter_state)
         t_eval, eval_counts = time.perf_counter(), {}
         tokenizer = policy.tokenizer  # a conditioned policy is evaluated at the configured weights
         if config.conditioning.enabled:
             tokenizer = conditioned_tokenizer(tokenizer, reward_fn.names, reward_fn.weights)
-        scores, samples = evaluate_policy(policy.model, tokenizer, eval_records, eval_objectives,
+        scores, samples = evaluate_policy(policy.model, tokenizer, eval_records, eval_objectives if processes.is_main else {},
                                           config.sampling, config.model.use_chat_template, seed=config.seed,
-                                          counter=eval_counts)
+                                          counter=eval_counts, synced=processes.sharded)
         t_eval = time.perf_counter() - t_eval
+        if not processes.is_main:
+            return TrainResult(run_id, run_dir, adapter_dir, config.optim.steps, {}, pd.DataFrame(history),
+                               pd.DataFrame(), time.perf_counter() - started)
     except KeyboardInterrupt:
         done = committed["n_history"] and history[committed["n_history"] - 1]["step"]
         if state["dirty"]:  # stopped part-way through an update: these weights belong to no step

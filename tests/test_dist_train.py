@@ -1,4 +1,6 @@
-"""One training run over two processes (gloo on CPU) equals the one-process run.
+"""One training run over two processes (gloo on CPU) equals the one-process run, in plain data
+parallel (DDP) and with the weights sharded (FSDP2, as `accelerate launch --use_fsdp --fsdp_version 2`
+asks through its environment).
 
 Two workers are forked from the test process (so they import nothing again) and given the
 environment torchrun gives its workers (RANK, WORLD_SIZE, MASTER_ADDR/PORT on 127.0.0.1); each runs
@@ -21,7 +23,11 @@ from safetensors.torch import load_file
 
 from moalign.cli import main
 from moalign.rl import trainer
-from moalign.rl.config import AlgorithmConfig, OptimConfig, RewardConfig, SamplingConfig, TrackingConfig
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
+
+from moalign.rl.sharding import full
+from moalign.rl.config import AlgorithmConfig, ModelConfig, OptimConfig, RewardConfig, SamplingConfig, TrackingConfig
 from moalign.tracking import NullTracker
 
 from rl_helpers import tiny_config, write_prompts
@@ -47,11 +53,11 @@ class Recorder(NullTracker):
         self.events.append(("end_run", status))
 
 
-def worker(rank: int, port: int, config, out: Path) -> None:
+def worker(rank: int, port: int, config, out: Path, launch: dict) -> None:
     """One process of the run: interrupted inside step 3, then resumed from the step-2 checkpoint."""
     try:
         os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **launch)
         torch.set_num_threads(1)
         from accelerate.state import PartialState
 
@@ -76,8 +82,11 @@ def worker(rank: int, port: int, config, out: Path) -> None:
         except KeyboardInterrupt:
             torch.distributed.barrier()  # as a new launch would: the main process's checkpoint is written
         result = trainer.train(config, resume_run_id="run0", tracker=recorder)
-        params = {n: p.detach().cpu() for n, p in policies[-1].model.named_parameters() if p.requires_grad}
-        torch.save({"params": params, "history": result.history.to_dict("list"), "adapter_dir": str(result.adapter_dir),
+        model = policies[-1].model
+        params = {n: full(p.detach()).cpu() for n, p in model.named_parameters() if p.requires_grad}
+        held = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in model.parameters())
+        torch.save({"params": params, "held": held, "whole": sum(p.numel() for p in model.parameters()),
+                    "units": sum(isinstance(m, FSDPModule) for m in model.modules()), "history": result.history.to_dict("list"), "adapter_dir": str(result.adapter_dir),
                     "events": recorder.events}, out / f"rank{rank}.pt")
     except BaseException:
         (out / f"rank{rank}.err").write_text(traceback.format_exc())
@@ -90,16 +99,22 @@ COMPARED = ["reward/total", "reward/scalarized", "rewards/good/mean", "rewards/v
             "samples_dropped"]
 
 
+def saved_weights(directory) -> dict:
+    """The weights a run saved: LoRA's adapter, or full fine-tuning's state dict."""
+    adapter = Path(directory) / "adapter_model.safetensors"
+    return load_file(str(adapter)) if adapter.exists() else torch.load(Path(directory) / "model.pt", weights_only=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def config_for(tiny_llama, tmp):
+def config_for(tiny_llama, tmp, lora: bool = True):
     tmp.mkdir(parents=True, exist_ok=True)
     return tiny_config(
-        tiny_llama, write_prompts(tmp / "prompts.jsonl"), tmp,
+        tiny_llama, write_prompts(tmp / "prompts.jsonl"), tmp, model=ModelConfig(name=tiny_llama, lora_r=8, lora=lora),
         sampling=SamplingConfig(num_generations=2, prompts_per_step=4, max_new_tokens=6, top_k=1),
         reward=RewardConfig(objectives={"good": {"type": "word_share"}, "verbosity": {}},
                             constraints=["verbosity <= 3"], lagrange_lr=0.5),
@@ -108,28 +123,42 @@ def config_for(tiny_llama, tmp):
         tracking=TrackingConfig(enabled=False))
 
 
-def test_two_processes_train_as_one_and_resume_on_every_process(tiny_llama, in_tmp):
-    config = config_for(tiny_llama, in_tmp / "two")
+FSDP = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}  # what `accelerate launch --use_fsdp --fsdp_version 2` sets
+LAUNCHES = {"ddp": {}, "fsdp": FSDP, "fsdp-full": FSDP}  # fsdp-full: full fine-tuning, its frozen reference sharded too
+
+
+@pytest.mark.parametrize("launch", LAUNCHES)
+def test_two_processes_train_as_one_and_resume_on_every_process(tiny_llama, in_tmp, launch):
+    lora = launch != "fsdp-full"
+    config = config_for(tiny_llama, in_tmp / "two", lora)
     fork, port = multiprocessing.get_context("fork"), free_port()
-    workers = [fork.Process(target=worker, args=(rank, port, config, in_tmp)) for rank in range(2)]
+    workers = [fork.Process(target=worker, args=(rank, port, config, in_tmp, LAUNCHES[launch])) for rank in range(2)]
     for w in workers:
         w.start()
-    reference = trainer.train(config_for(tiny_llama, in_tmp / "one"))  # meanwhile, the one-process run
+    reference = trainer.train(config_for(tiny_llama, in_tmp / "one", lora))  # meanwhile, the one-process run
     for rank, w in enumerate(workers):
         w.join(timeout=240)
         if w.is_alive():
             w.kill()
         assert w.exitcode == 0, (in_tmp / f"rank{rank}.err").read_text() if (in_tmp / f"rank{rank}.err").exists() else w.exitcode
     ranks = [torch.load(in_tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    if launch.startswith("fsdp"):  # units for the decoder layers, embeddings, head and root; each process holds half (+ padding)
+        assert ranks[0]["units"] >= 4 and ranks[0]["whole"] <= ranks[0]["held"] + ranks[1]["held"] < 1.1 * ranks[0]["whole"]
+        assert max(ranks[0]["held"], ranks[1]["held"]) < 0.55 * ranks[0]["whole"]
+    else:
+        assert ranks[0]["units"] == 0 and ranks[0]["held"] == ranks[0]["whole"]
 
     for name, tensor in ranks[0]["params"].items():  # the same optimizer steps on both processes
         assert torch.equal(ranks[1]["params"][name], tensor), name
-    saved, expected = load_file(str(Path(ranks[0]["adapter_dir"]) / "adapter_model.safetensors")), load_file(
-        str(reference.adapter_dir / "adapter_model.safetensors"))
+    saved, expected = saved_weights(ranks[0]["adapter_dir"]), saved_weights(reference.adapter_dir)
     assert saved.keys() == expected.keys()
     for name, tensor in expected.items():
         torch.testing.assert_close(saved[name], tensor, rtol=1e-4, atol=1e-5)
-    assert not (torch.stack([t.abs().sum() for n, t in expected.items() if "lora_B" in n]) == 0).all()  # it learnt
+    if lora:  # it learnt
+        assert not (torch.stack([t.abs().sum() for n, t in expected.items() if "lora_B" in n]) == 0).all()
+    else:
+        base = load_file(str(Path(tiny_llama) / "model.safetensors"))
+        assert any(not torch.equal(base[name], expected[name]) for name in base)
 
     history = {k: torch.tensor(v, dtype=torch.float64) for k, v in ranks[0]["history"].items()}
     assert history["step"].tolist() == [1, 2, 3, 4] and ranks[1]["history"]["loss"] == ranks[0]["history"]["loss"]
@@ -177,3 +206,24 @@ def test_a_state_built_before_the_launch_is_refused_not_trained_as_one_process(t
             Processes.launched(config_for(tiny_llama, tmp_path))
     finally:
         PartialState._reset_state()
+
+
+@pytest.mark.parametrize("launch, message", [
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"},
+     "accelerate config: fsdp_version 1 is not supported by moalign train; set fsdp_version: 2 "
+     "(accelerate launch --use_fsdp --fsdp_version 2)"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true"},
+     "accelerate config: DeepSpeed is not supported by moalign train; to shard the weights use FSDP2 "
+     "(accelerate launch --use_fsdp --fsdp_version 2)"),
+], ids=["fsdp1", "deepspeed"])
+def test_a_sharding_mode_this_trainer_does_not_run_is_one_line(tiny_llama, in_tmp, monkeypatch, capsys, launch, message):
+    data = write_prompts(in_tmp / "prompts.jsonl")
+    path = in_tmp / "train.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name": tiny_llama}, "data": {"train": data},
+                                    "tracking": {"enabled": False}, "output_dir": str(in_tmp / "runs")}))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name, value in launch.items():
+        monkeypatch.setenv(name, value)
+    assert main(["train", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == f"moalign: error: {message}"
+    assert not (in_tmp / "runs").exists()  # refused before anything was written
