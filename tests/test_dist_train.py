@@ -227,3 +227,24 @@ def test_a_sharding_mode_this_trainer_does_not_run_is_one_line(tiny_llama, in_tm
     assert main(["train", "--config", str(path)]) == 2
     assert capsys.readouterr().err.strip() == f"moalign: error: {message}"
     assert not (in_tmp / "runs").exists()  # refused before anything was written
+
+
+def test_a_checkpoint_resumes_only_under_the_kind_of_launch_that_wrote_it():
+    """An FSDP run keys its optimizer state by parameter name, a plain run by position: resuming
+    one under the other would load nothing (or the wrong rows), so it is refused in one line."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    from moalign.errors import MoalignError
+    from moalign.rl.sharding import check_resumable
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    plain, named = optimizer.state_dict(), get_optimizer_state_dict(model, optimizer)
+    check_resumable(plain, sharded=False, where="c")
+    check_resumable(named, sharded=True, where="c")
+    with pytest.raises(MoalignError, match=r"^checkpoint c was written by a non-FSDP launch and cannot resume with FSDP; "):
+        check_resumable(plain, sharded=True, where="c")
+    with pytest.raises(MoalignError, match=r"^checkpoint c was written by an FSDP launch and cannot resume without FSDP; "):
+        check_resumable(named, sharded=False, where="c")

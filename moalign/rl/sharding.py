@@ -29,7 +29,7 @@ import os
 
 import torch
 
-from moalign.errors import ConfigError
+from moalign.errors import ConfigError, MoalignError
 
 
 def fsdp_requested() -> bool:
@@ -111,6 +111,16 @@ def full_optimizer_state(policy, optimizer) -> dict:
 
     return get_optimizer_state_dict(policy.model, optimizer,
                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def check_resumable(state: dict, sharded: bool, where) -> None:
+    """One line when a checkpoint's optimizer state was written under the other kind of launch: a
+    sharded run keys it by parameter name, a plain one by position."""
+    by_name = any(isinstance(p, str) for group in state.get("param_groups", []) for p in group.get("params", []))
+    if by_name != sharded:
+        written, now = ("an FSDP", "without FSDP") if by_name else ("a non-FSDP", "with FSDP")
+        raise MoalignError(f"checkpoint {where} was written by {written} launch and cannot resume {now}; "
+                           f"resume it under the launch that wrote it")
 
 
 def load_optimizer_state(policy, optimizer, state: dict) -> None:

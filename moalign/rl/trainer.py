@@ -37,7 +37,7 @@ from moalign.rl.evaluation import batch_for, evaluate_policy
 from moalign.rl.policy import Policy
 from moalign.rl.reward import MultiObjectiveReward
 from moalign.rl.sampling import completion_logprobs, generate, grouped_completion_logprobs
-from moalign.rl.sharding import full, full_model_state, full_optimizer_state, load_optimizer_state, shard_policy
+from moalign.rl.sharding import check_resumable, full, full_model_state, full_optimizer_state, load_optimizer_state, shard_policy
 from moalign.tracking import make_tracker
 
 
@@ -215,6 +215,8 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         run_dir = Path(config.output_dir) / resume_run_id
         checkpoint_dir = run_dir / "checkpoint"
         resume_state = load_checkpoint_state(checkpoint_dir)
+        if resume_state:
+            check_resumable(resume_state["optimizer"], processes.sharded, checkpoint_dir)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     policy = Policy(config.model, device=processes.device, adapter_dir=resume_state["adapter_dir"] if resume_state else None)
