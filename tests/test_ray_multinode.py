@@ -163,10 +163,14 @@ def test_children_run_on_both_nodes_and_give_the_local_front(deployment, tiny_ll
     assert sorted(children) == ["train:0.0000,1.0000:s0", "train:1.0000,0.0000:s0"]
     assert {r.data.tags.get("mlflow.parentRunId") for r in children.values()} == {on_ray.parent_run_id}
     assert {r.info.status for r in children.values()} == {"FINISHED"}
+    # each child run names the node that ran it, the one its objective scored on
+    assert {node_resource[r.data.tags["moalign.ray_node"]][0] for r in children.values()} == set(NODES)
+    assert {r.data.tags["moalign.ray_node"] for r in children.values()} == set(scored_on)
     for run in children.values():  # every step logged once, from whichever node trained it
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == [1, 2]
         assert Path(run.data.tags["moalign.checkpoint_dir"]).is_relative_to(output_dir)
     local_exp = client.get_experiment_by_name("multinode-local").experiment_id
+    assert not any("moalign.ray_node" in r.data.tags for r in client.search_runs([local_exp]))  # no Ray, no tag
     statuses = [r.info.status for r in client.search_runs([exp, local_exp])]
     assert len(statuses) == 6 and set(statuses) == {"FINISHED"}, statuses  # 2 parents + 4 children, none RUNNING
 

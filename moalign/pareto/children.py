@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -161,7 +162,7 @@ class Children:
 
     def tags(self, key: str, role: str, seed: int) -> dict:
         return {"moalign.key": key, "moalign.role": role, "moalign.search_id": self.search_id,
-                "moalign.seed": str(seed)}
+                "moalign.seed": str(seed), **ray_node()}
 
     def add(self, row: dict, samples: pd.DataFrame | None) -> dict:
         self.rows.append(row)
@@ -207,6 +208,8 @@ class Children:
         run_id = self.unfinished_id(key)
         if run_id:
             self.tracker.resume_run(run_id)
+            if ray_node():  # a retried child may run on another node
+                self.tracker.set_tags(run_id, ray_node())
         else:
             tags = self.tags(key, role, seed)
             if unit.sources:
@@ -255,6 +258,8 @@ class Children:
             reused = self._reuse(key, unit, thash)
             if reused is not None:
                 return reused
+        elif ray_node():  # a retried child may run on another node
+            self.tracker.set_tags(resume, ray_node())
         result = train(cfg, resume_run_id=resume, parent_run_id=self.parent_id,
                        tags={**tags, "moalign.train_hash": thash}, tracker=self.tracker)
         if weights is not None:
@@ -313,3 +318,12 @@ def run_eval(ctx: ChildContext, units: list, children: Children | None = None) -
             out[unit.key] = children.evaluate(unit, model, tokenizer)
         del policies
     return [out[u.key] for u in units]
+
+
+def ray_node() -> dict:
+    """{"moalign.ray_node": id} of the Ray node running this child as a task, so a slow or lost
+    node's runs can be found in MLflow; {} in a local search (which never imports Ray)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized() or ray.get_runtime_context().get_task_id() is None:
+        return {}
+    return {"moalign.ray_node": ray.get_runtime_context().get_node_id()}
