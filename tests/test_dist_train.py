@@ -31,6 +31,7 @@ from moalign.rl.config import AlgorithmConfig, ModelConfig, OptimConfig, RewardC
 from moalign.tracking import NullTracker
 
 from rl_helpers import tiny_config, write_prompts
+from tiny import make_tiny_llama
 
 
 class Recorder(NullTracker):
@@ -124,12 +125,15 @@ def config_for(tiny_llama, tmp, lora: bool = True):
 
 
 FSDP = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}  # what `accelerate launch --use_fsdp --fsdp_version 2` sets
-LAUNCHES = {"ddp": {}, "fsdp": FSDP, "fsdp-full": FSDP}  # fsdp-full: full fine-tuning, its frozen reference sharded too
+# fsdp-full-tied: full fine-tuning (its frozen reference sharded too) of a model whose head shares the embeddings
+LAUNCHES = {"ddp": {}, "fsdp": FSDP, "fsdp-full-tied": FSDP}
 
 
 @pytest.mark.parametrize("launch", LAUNCHES)
 def test_two_processes_train_as_one_and_resume_on_every_process(tiny_llama, in_tmp, launch):
-    lora = launch != "fsdp-full"
+    lora = launch != "fsdp-full-tied"
+    if not lora:
+        tiny_llama = str(make_tiny_llama(in_tmp / "tied_llama", tied=True))
     config = config_for(tiny_llama, in_tmp / "two", lora)
     fork, port = multiprocessing.get_context("fork"), free_port()
     workers = [fork.Process(target=worker, args=(rank, port, config, in_tmp, LAUNCHES[launch])) for rank in range(2)]

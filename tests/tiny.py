@@ -28,8 +28,9 @@ def make_tokenizer(words=WORDS):
                                    eos_token="[EOS]", cls_token="[CLS]", sep_token="[SEP]", model_max_length=128)
 
 
-def make_tiny_llama(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
-    """A randomly initialised Llama-style causal LM with the tiny tokenizer, saved to `path`."""
+def make_tiny_llama(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2, tied: bool = False) -> Path:
+    """A randomly initialised Llama-style causal LM with the tiny tokenizer, saved to `path`
+    (`tied`: the head shares the embeddings' weights, as in SmolLM2 and Llama 3.2)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = make_tokenizer()
@@ -38,7 +39,7 @@ def make_tiny_llama(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=False, initializer_range=0.2)  # logits with some spread
+                         tie_word_embeddings=tied, initializer_range=0.2)  # logits with some spread
     model = LlamaForCausalLM(config)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
