@@ -31,7 +31,7 @@ from moalign.rl.config import AlgorithmConfig, ModelConfig, OptimConfig, RewardC
 from moalign.tracking import NullTracker
 
 from rl_helpers import tiny_config, write_prompts
-from tiny import make_tiny_llama
+from tiny import make_tiny_gpt2, make_tiny_llama
 
 
 class Recorder(NullTracker):
@@ -87,7 +87,11 @@ def worker(rank: int, port: int, config, out: Path, launch: dict) -> None:
         params = {n: full(p.detach()).cpu() for n, p in model.named_parameters() if p.requires_grad}
         held = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in model.parameters())
         torch.save({"params": params, "held": held, "whole": sum(p.numel() for p in model.parameters()),
-                    "units": sum(isinstance(m, FSDPModule) for m in model.modules()), "history": result.history.to_dict("list"), "adapter_dir": str(result.adapter_dir),
+                    "units": sum(isinstance(m, FSDPModule) for m in model.modules()),
+                    # full fine-tuning's reference runs no backward: sharded again after each forward, or held whole
+                    "reference_sharded": policies[-1].reference is None or all(
+                        isinstance(p, DTensor) for p in policies[-1].reference.parameters()),
+                    "history": result.history.to_dict("list"), "adapter_dir": str(result.adapter_dir),
                     "events": recorder.events}, out / f"rank{rank}.pt")
     except BaseException:
         (out / f"rank{rank}.err").write_text(traceback.format_exc())
@@ -112,11 +116,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def config_for(tiny_llama, tmp, lora: bool = True):
+def config_for(tiny_llama, tmp, lora: bool = True, generations: int = 2):
     tmp.mkdir(parents=True, exist_ok=True)
     return tiny_config(
         tiny_llama, write_prompts(tmp / "prompts.jsonl"), tmp, model=ModelConfig(name=tiny_llama, lora_r=8, lora=lora),
-        sampling=SamplingConfig(num_generations=2, prompts_per_step=4, max_new_tokens=6, top_k=1),
+        sampling=SamplingConfig(num_generations=generations, prompts_per_step=4, max_new_tokens=6, top_k=1),
         reward=RewardConfig(objectives={"good": {"type": "word_share"}, "verbosity": {}},
                             constraints=["verbosity <= 3"], lagrange_lr=0.5),
         algorithm=AlgorithmConfig(name="reinforce", kl_coef=0.1, inner_epochs=2),
@@ -125,30 +129,35 @@ def config_for(tiny_llama, tmp, lora: bool = True):
 
 
 FSDP = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}  # what `accelerate launch --use_fsdp --fsdp_version 2` sets
-# fsdp-full-tied: full fine-tuning (its frozen reference sharded too) of a model whose head shares the embeddings
-LAUNCHES = {"ddp": {}, "fsdp": FSDP, "fsdp-full-tied": FSDP}
+# fsdp-full-tied: full fine-tuning (its frozen reference sharded too) of a model whose head shares the embeddings;
+# fsdp-gpt2-single: weights outside the blocks, embeddings and head (GPT-2's positions), and one sample a prompt,
+# so generation never passes through a shared-prompt forward of the root
+LAUNCHES = {"ddp": {}, "fsdp": FSDP, "fsdp-full-tied": FSDP, "fsdp-gpt2-single": FSDP}
 
 
 @pytest.mark.parametrize("launch", LAUNCHES)
 def test_two_processes_train_as_one_and_resume_on_every_process(tiny_llama, in_tmp, launch):
-    lora = launch != "fsdp-full-tied"
+    lora, generations = launch != "fsdp-full-tied", 1 if launch == "fsdp-gpt2-single" else 2
     if not lora:
         tiny_llama = str(make_tiny_llama(in_tmp / "tied_llama", tied=True))
-    config = config_for(tiny_llama, in_tmp / "two", lora)
+    elif launch == "fsdp-gpt2-single":
+        tiny_llama = str(make_tiny_gpt2(in_tmp / "gpt2"))
+    config = config_for(tiny_llama, in_tmp / "two", lora, generations)
     fork, port = multiprocessing.get_context("fork"), free_port()
     workers = [fork.Process(target=worker, args=(rank, port, config, in_tmp, LAUNCHES[launch])) for rank in range(2)]
     for w in workers:
         w.start()
-    reference = trainer.train(config_for(tiny_llama, in_tmp / "one", lora))  # meanwhile, the one-process run
+    reference = trainer.train(config_for(tiny_llama, in_tmp / "one", lora, generations))  # meanwhile, the one-process run
     for rank, w in enumerate(workers):
         w.join(timeout=240)
         if w.is_alive():
             w.kill()
         assert w.exitcode == 0, (in_tmp / f"rank{rank}.err").read_text() if (in_tmp / f"rank{rank}.err").exists() else w.exitcode
     ranks = [torch.load(in_tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
-    if launch.startswith("fsdp"):  # units for the decoder layers, embeddings, head and root; each process holds half (+ padding)
+    if LAUNCHES[launch]:  # units for the decoder layers, embeddings, head and root; each process holds half (+ padding)
         assert ranks[0]["units"] >= 4 and ranks[0]["whole"] <= ranks[0]["held"] + ranks[1]["held"] < 1.1 * ranks[0]["whole"]
         assert max(ranks[0]["held"], ranks[1]["held"]) < 0.55 * ranks[0]["whole"]
+        assert ranks[0]["reference_sharded"] and ranks[1]["reference_sharded"]
     else:
         assert ranks[0]["units"] == 0 and ranks[0]["held"] == ranks[0]["whole"]
 
@@ -170,7 +179,8 @@ def test_two_processes_train_as_one_and_resume_on_every_process(tiny_llama, in_t
     for key in COMPARED:
         torch.testing.assert_close(history[key], torch.tensor(reference.history[key].to_numpy()), rtol=1e-4, atol=1e-6,
                                    msg=lambda m: f"{key}: {m}")
-    assert history["constraints/verbosity/lambda"][-1] > 0  # the multiplier moved: global gaps, not a share's
+    if launch != "fsdp-gpt2-single":  # (the tiny GPT-2 writes within the limit: its multiplier stays 0)
+        assert history["constraints/verbosity/lambda"][-1] > 0  # the multiplier moved: global gaps, not a share's
 
     # Only the main process talks to the tracker: one run, each step logged once, resumed in place.
     assert ranks[1]["events"] == []
@@ -216,10 +226,13 @@ def test_a_state_built_before_the_launch_is_refused_not_trained_as_one_process(t
     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"},
      "accelerate config: fsdp_version 1 is not supported by moalign train; set fsdp_version: 2 "
      "(accelerate launch --use_fsdp --fsdp_version 2)"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_OFFLOAD_PARAMS": "true"},
+     "accelerate config: fsdp_offload_params is not supported by moalign train (generation would run on the "
+     "offloaded CPU weights); turn it off"),
     ({"ACCELERATE_USE_DEEPSPEED": "true"},
      "accelerate config: DeepSpeed is not supported by moalign train; to shard the weights use FSDP2 "
      "(accelerate launch --use_fsdp --fsdp_version 2)"),
-], ids=["fsdp1", "deepspeed"])
+], ids=["fsdp1", "offload", "deepspeed"])
 def test_a_sharding_mode_this_trainer_does_not_run_is_one_line(tiny_llama, in_tmp, monkeypatch, capsys, launch, message):
     data = write_prompts(in_tmp / "prompts.jsonl")
     path = in_tmp / "train.yaml"

@@ -46,6 +46,22 @@ def make_tiny_llama(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2
     return path
 
 
+def make_tiny_gpt2(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised GPT-2 with the tiny tokenizer: learned position embeddings (weights
+    outside its blocks, embeddings and head) and Conv1D layers, unlike Llama."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = make_tokenizer()
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, initializer_range=0.2,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # runs compare exactly: no dropout draws
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def make_tiny_nli(path: Path, labels=("entailment", "neutral", "contradiction"), seed: int = 0) -> Path:
     """A tiny BERT sequence classifier with NLI label names in the given order, saved to `path`."""
     from transformers import BertConfig, BertForSequenceClassification

@@ -324,6 +324,9 @@ def ray_node() -> dict:
     """{"moalign.ray_node": id} of the Ray node running this child as a task, so a slow or lost
     node's runs can be found in MLflow; {} in a local search (which never imports Ray)."""
     ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized() or ray.get_runtime_context().get_task_id() is None:
+    if ray is None or not ray.is_initialized():
         return {}
-    return {"moalign.ray_node": ray.get_runtime_context().get_node_id()}
+    context = ray.get_runtime_context()
+    if context.worker.mode != ray.WORKER_MODE:  # the driver (a local search after a Ray one): not a task
+        return {}
+    return {"moalign.ray_node": context.get_node_id()}

@@ -102,12 +102,6 @@ class Processes:
         return cls(state, sharded=fsdp_requested())
 
     @property
-    def loss_scale(self) -> int:
-        """What each share's loss is multiplied by before the backward: FSDP averages the gradients
-        over processes, where the token-mean loss needs their sum."""
-        return self.world_size if self.sharded else 1
-
-    @property
     def is_main(self) -> bool:
         return self.rank == 0
 
@@ -152,6 +146,10 @@ class Processes:
         totals = self.sum(torch.tensor([float(v) for v in values.values()], dtype=torch.float64, device=self.device))
         return dict(zip(values, totals.tolist()))
 
+    def max(self, value: int) -> int:
+        """The largest of the processes' `value`s."""
+        return value if self.world_size == 1 else max(self.gather([value]))
+
     def sum_gradients(self, parameters: list) -> None:
         """Replace each gradient by its sum over processes (one flattened all-reduce); under FSDP the
         backward has already reduce-scattered the sums."""
@@ -173,6 +171,10 @@ class Processes:
     def broadcast_parameters(self, parameters: list) -> None:
         """Start every process from the main process's weights (LoRA's random init is per process)."""
         if self.world_size == 1:
+            return
+        if self.sharded:  # still on the CPU, which NCCL cannot send from: sent as one object (adapters are small)
+            for p, value in zip(parameters, self.broadcast([p.data for p in parameters])):
+                p.data.copy_(value)
             return
         from accelerate.utils import broadcast
 

@@ -32,6 +32,18 @@ class Rollout:
     def n_completion(self) -> int:
         return self.completion_mask.shape[1]
 
+    def padded(self, n_completion: int, pad_token_id: int) -> Rollout:
+        """The same samples, completions right-padded (masked out) to `n_completion` tokens."""
+        extra = n_completion - self.n_completion
+        if extra <= 0:
+            return self
+
+        def pad(t, value):
+            return torch.cat([t, t.new_full((t.shape[0], extra), value)], 1)
+
+        return Rollout(pad(self.input_ids, pad_token_id), pad(self.attention_mask, 0), pad(self.completion_mask, False),
+                       self.texts, self.prompt_index)
+
 
 @torch.no_grad()  # not inference_mode: the samples feed an autograd forward later
 def generate(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, temperature: float = 1.0,
@@ -55,9 +67,10 @@ def generate(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, 
     device = next(model.parameters()).device
     static_cache = static_cache and device.type == "cuda"
     # A static cache is compiled for one shape: prompts padded to a multiple of 64 make steps repeat shapes.
+    # Synced, at least 2 tokens, so that every process prefills its shared prompts (one more pad changes nothing).
     # Left padding whatever the tokenizer's default: generation continues from each row's right edge.
     enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=not templated,
-                    pad_to_multiple_of=64 if static_cache else None)
+                    pad_to_multiple_of=64 if static_cache else (2 if synced else None))
     prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     sampling = dict(do_sample=True, temperature=temperature, top_k=top_k or None, top_p=top_p) if temperature > 0 else dict(do_sample=False)
     kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,

@@ -5,27 +5,35 @@
 of `moalign.rl.distributed` (prompt groups shared out, global batch statistics, summed gradients),
 so a sharded step equals the one-process step on the same global batch. What changes:
 
+- each process loads the model on the CPU and only its shards move to the device, so no device ever
+  holds the whole model (full fine-tuning's frozen reference is sharded too);
 - the model is cut into FSDP units (by default one per transformer block, the model's
   `_no_split_modules`; accelerate's `fsdp_auto_wrap_policy` and `fsdp_transformer_layer_cls_to_wrap`
-  override it) and every forward all-gathers a unit's weights just before it runs. Every process must
-  therefore run the same number of forwards: generation runs with `synced_gpus` (a process that has
-  finished keeps stepping until all have), and the final evaluation's generation runs on every process;
-- gradients arrive reduce-scattered and averaged over the N processes, so each share's loss is scaled
-  by N (`Processes.loss_scale`) to make them the sum the data-parallel path all-reduces by hand (a
-  divide factor of 1 would say it directly, but gloo has no pre-multiplied sum);
+  override it; `NO_WRAP` leaves the blocks in the root unit) and every forward all-gathers a
+  unit's weights just before it runs. Every process must therefore run the same forwards: generation runs with `synced_gpus`
+  (a process that has finished keeps stepping until all have), completions are padded to the longest
+  across processes, prompts to at least 2 tokens, and the final evaluation's generation runs on
+  every process (only the main one scores). `generate` enters below the peft wrapper, so the root
+  unit is gathered around it (`root_gathered`);
+- gradients are reduce-scattered as sums (divide factor 1), the sums the data-parallel path
+  all-reduces by hand;
 - checkpoints and the saved adapter hold full tensors, gathered on every process and written by the
-  main one, so they read the same as a one-process run's (resume under the same launch).
+  main one; they resume only under an FSDP launch (`check_resumable`). A Ctrl-C does not checkpoint
+  (every process would have to gather at once, and each stopped at its own point): the run resumes
+  from its last checkpoint.
 
 Why torch's `fully_shard` rather than `Accelerator.prepare`: accelerate switches FSDP on only for
 GPU-type backends (a CPU launch would silently run plain data parallel, and so could not be tested
 here), and its `prepare` wraps the optimizer and scheduler (stepping the scheduler once per process).
 moalign reads the same accelerate plugin (`FullyShardedDataParallelPlugin`: wrap policy,
-`reshard_after_forward`, CPU offload, mixed precision) and applies it as accelerate's
-`fsdp2_prepare_model` does, so one code path runs on gloo and NCCL. DeepSpeed is not on this path.
+`reshard_after_forward`, mixed precision from `--mixed_precision`) and applies it as accelerate's
+`fsdp2_prepare_model` does, so one code path runs on gloo and NCCL. CPU offload and DeepSpeed are
+refused in one line.
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 
@@ -42,48 +50,97 @@ def fsdp_requested() -> bool:
     if version != "2":
         raise ConfigError(f"accelerate config: fsdp_version {version} is not supported by moalign train; set "
                           f"fsdp_version: 2 (accelerate launch --use_fsdp --fsdp_version 2)")
+    if parse_flag_from_env("FSDP_OFFLOAD_PARAMS"):
+        raise ConfigError("accelerate config: fsdp_offload_params is not supported by moalign train (generation "
+                          "would run on the offloaded CPU weights); turn it off")
     return True
 
 
-def shard_module(model: torch.nn.Module) -> torch.nn.Module:
-    """Apply FSDP2 to `model` in place, as accelerate's plugin (from the launch environment) says."""
+def shard_module(model: torch.nn.Module, frozen: bool = False) -> torch.nn.Module:
+    """Apply FSDP2 to `model` in place, as accelerate's plugin (from the launch environment) says.
+
+    `frozen`: a model that only runs forwards (full fine-tuning's reference): every unit reshards
+    after its forward, since no backward would."""
     from accelerate.utils import FullyShardedDataParallelPlugin
     from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy, get_module_children_bottom_up
     from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
     from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
     plugin = FullyShardedDataParallelPlugin()
-    if plugin.auto_wrap_policy is None:  # one unit for the whole model would gather it all at once
-        plugin.auto_wrap_policy = transformer_auto_wrap_policy
+    if plugin.auto_wrap_policy is None and "FSDP_AUTO_WRAP_POLICY" not in os.environ:
+        plugin.auto_wrap_policy = transformer_auto_wrap_policy  # the default: one unit per transformer block
     plugin.set_auto_wrap_policy(model)
+    precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if precision != "no":  # as accelerate's state sets it: weights gathered and computed in it, gradients reduced in fp32
+        plugin.set_mixed_precision(precision)
     wrap = fsdp2_prepare_auto_wrap_policy(plugin, model)
-    kwargs = dict(reshard_after_forward=plugin.reshard_after_forward, offload_policy=plugin.cpu_offload,
+    kwargs = dict(reshard_after_forward=plugin.reshard_after_forward or frozen, offload_policy=plugin.cpu_offload,
                   mp_policy=plugin.mixed_precision_policy or MixedPrecisionPolicy())
     hf = model.get_base_model() if hasattr(model, "get_base_model") else model  # the transformers model under peft
     for module in get_module_children_bottom_up(hf)[:-1]:
         if wrap is not None and wrap(module) and not isinstance(module, FSDPModule):
             fully_shard(module, **kwargs)
-    # `generate` runs the transformers model, not the peft wrapper around it, so the root unit's
-    # gathering never fires there: embeddings, final norm and head get units of their own, carved as
-    # accelerate's fsdp2_prepare_model carves them (tied weights in one unit, the tail kept gathered).
+    # Embeddings, final norm and head get units of their own, carved as accelerate's
+    # fsdp2_prepare_model carves them (tied weights in one unit; the tail stays gathered between the
+    # forward and the backward that follows it).
     embed, head = hf.get_input_embeddings(), hf.get_output_embeddings()
     tied = embed is not None and head is not None and embed.weight is head.weight
-    body = getattr(hf, getattr(hf, "base_model_prefix", ""), hf)
-    norm = next((m for _, m in reversed(list(body.named_children())) if "Norm" in type(m).__name__), None)
     if embed is not None and not tied:
         fully_shard(embed, **kwargs)
-    tail = [m for m in ((norm, embed, head) if tied else (norm, head)) if m is not None]
+    tail = [m for m in ((_final_norm(hf), embed, head) if tied else (_final_norm(hf), head)) if m is not None]
     if tail:
-        fully_shard(tail, **{**kwargs, "reshard_after_forward": False})
-    fully_shard(model, **kwargs)
+        fully_shard(tail, **{**kwargs, "reshard_after_forward": frozen})
+    # The root's resharding left to torch (kept gathered: its weights are needed first in the backward), as accelerate does.
+    fully_shard(model, **({k: v for k, v in kwargs.items() if k != "reshard_after_forward"} if not frozen else kwargs))
+    for module in model.modules():
+        if isinstance(module, FSDPModule):  # gradients summed, as the data-parallel path sums them
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)  # a plain sum (gloo has no pre-multiplied one)
+    # FSDP picks its root at the first forward; `generate` starts below the peft wrapper, so one
+    # forward through the root first, on every process.
+    with torch.no_grad():
+        model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=_device(model)))
+    for module in model.modules():  # sharded again: the optimizer must be built on the sharded parameters
+        if isinstance(module, FSDPModule):
+            module.reshard()
     return model
 
 
-def shard_policy(policy) -> None:
-    """Shard the policy (and a full fine-tuning run's frozen reference) across the processes."""
+def _final_norm(hf):
+    """The norm before the head: the last `*Norm` child of the transformers model's body."""
+    body = getattr(hf, getattr(hf, "base_model_prefix", ""), hf)
+    return next((m for _, m in reversed(list(body.named_children())) if "Norm" in type(m).__name__), None)
+
+
+def _device(model):
+    """The device a sharded model computes on (where its shards are)."""
+    return next(model.parameters()).to_local().device
+
+
+def shard_policy(policy, device: str) -> None:
+    """Shard the policy (and a full fine-tuning run's frozen reference) across the processes; the
+    shards move to `device` (the policy was loaded on the CPU, so no device held it whole)."""
     shard_module(policy.model)
     if policy.reference is not None:
-        shard_module(policy.reference)
+        shard_module(policy.reference, frozen=True)
+    policy.device = device
+
+
+@contextmanager
+def root_gathered(model):
+    """Around `generate` on a sharded model: its root unit's weights gathered (a model can keep weights
+    outside the block, embedding and head units, e.g. GPT-2's position embeddings, and `generate`
+    never runs the root's own forward); nothing for any other model."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
 
 
 def full(tensor):
@@ -94,10 +151,11 @@ def full(tensor):
 
 
 def full_model_state(policy) -> dict:
-    """What `Policy.save` writes, gathered whole on every process (collective: every process calls it).
+    """What `Policy.save` writes, gathered whole for the main process, which writes it (collective:
+    every process calls it).
 
     LoRA gathers only the trainable adapter tensors (the frozen base is the named model's); full
-    fine-tuning gathers the whole state dict."""
+    fine-tuning gathers the whole state dict (the other processes receive an empty one)."""
     if policy.config.lora:
         return {name: full(p.detach()).cpu() for name, p in policy.model.named_parameters() if p.requires_grad}
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict

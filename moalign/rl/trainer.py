@@ -37,7 +37,7 @@ from moalign.rl.evaluation import batch_for, evaluate_policy
 from moalign.rl.policy import Policy
 from moalign.rl.reward import MultiObjectiveReward
 from moalign.rl.sampling import completion_logprobs, generate, grouped_completion_logprobs
-from moalign.rl.sharding import check_resumable, full, full_model_state, full_optimizer_state, load_optimizer_state, shard_policy
+from moalign.rl.sharding import check_resumable, full, full_model_state, full_optimizer_state, load_optimizer_state, root_gathered, shard_policy
 from moalign.tracking import make_tracker
 
 
@@ -161,7 +161,7 @@ def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainCon
             if not algo.kl_in_reward and kl_coef > 0:
                 per_token = per_token + kl_coef * kl_loss_term(logp, ref_lp[c], algo.kl_estimator)
             loss = token_mean(per_token, m, n_tokens)
-            (loss * processes.loss_scale).backward()
+            loss.backward()
             sums["loss"] += loss.item() / algo.inner_epochs
             sums["clip_frac"] += float(token_mean(clipped.float(), m, n_tokens)) / algo.inner_epochs
             if epoch == 0:
@@ -219,10 +219,13 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             check_resumable(resume_state["optimizer"], processes.sharded, checkpoint_dir)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    policy = Policy(config.model, device=processes.device, adapter_dir=resume_state["adapter_dir"] if resume_state else None)
-    processes.broadcast_parameters(policy.parameters())
+    # Sharded, the model loads on the CPU and only its shards reach the device.
+    policy = Policy(config.model, device="cpu" if processes.sharded else processes.device,
+                    adapter_dir=resume_state["adapter_dir"] if resume_state else None)
+    if config.model.lora:  # LoRA's random init is per process; full fine-tuning loads the same file everywhere
+        processes.broadcast_parameters(policy.parameters())
     if processes.sharded:  # FSDP2: after the broadcast, so the shards cut one set of weights
-        shard_policy(policy)
+        shard_policy(policy, processes.device)
 
     if resume_run_id:
         run_id = resume_run_id
@@ -302,11 +305,14 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
                 prompts = [condition_prompt(p, reward_fn.names, w) for p, w in zip(prompts, drawn)]
             policy.model.eval()  # no dropout while sampling
             mine = processes.shard(len(rows))  # this process's share of the prompt groups
-            rollout = generate(policy.model, policy.tokenizer, prompts[mine],
-                               config.sampling.num_generations, config.sampling.max_new_tokens,
-                               config.sampling.temperature, config.sampling.top_k, config.sampling.top_p,
-                               config.model.use_chat_template, seed=processes.seed(step_seed(config.seed, step)),
-                               static_cache=config.sampling.static_cache, synced=processes.sharded)
+            with root_gathered(policy.model):
+                rollout = generate(policy.model, policy.tokenizer, prompts[mine],
+                                   config.sampling.num_generations, config.sampling.max_new_tokens,
+                                   config.sampling.temperature, config.sampling.top_k, config.sampling.top_p,
+                                   config.model.use_chat_template, seed=processes.seed(step_seed(config.seed, step)),
+                                   static_cache=config.sampling.static_cache, synced=processes.sharded)
+            if processes.sharded:  # the same completion length everywhere: every process runs the same forwards
+                rollout = rollout.padded(processes.max(rollout.n_completion), policy.tokenizer.pad_token_id)
             policy.model.train()
             t_generate = time.perf_counter() - t0
 
@@ -362,9 +368,11 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         tokenizer = policy.tokenizer  # a conditioned policy is evaluated at the configured weights
         if config.conditioning.enabled:
             tokenizer = conditioned_tokenizer(tokenizer, reward_fn.names, reward_fn.weights)
-        scores, samples = evaluate_policy(policy.model, tokenizer, eval_records, eval_objectives if processes.is_main else {},
-                                          config.sampling, config.model.use_chat_template, seed=config.seed,
-                                          counter=eval_counts, synced=processes.sharded)
+        with root_gathered(policy.model):
+            scores, samples = evaluate_policy(policy.model, tokenizer, eval_records,
+                                              eval_objectives if processes.is_main else {}, config.sampling,
+                                              config.model.use_chat_template, seed=config.seed, counter=eval_counts,
+                                              synced=processes.sharded)
         t_eval = time.perf_counter() - t_eval
         if not processes.is_main:
             return TrainResult(run_id, run_dir, adapter_dir, config.optim.steps, {}, pd.DataFrame(history),
@@ -373,6 +381,9 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         done = committed["n_history"] and history[committed["n_history"] - 1]["step"]
         if state["dirty"]:  # stopped part-way through an update: these weights belong to no step
             where = f"inside step {step}'s update; resume continues from the checkpoint at step {last_checkpoint}"
+        elif processes.sharded and done > last_checkpoint:
+            # saving gathers on every process at once, and each was stopped at a point of its own
+            where = f"after step {done}; resume continues from the checkpoint at step {last_checkpoint}"
         else:
             where = f"after step {done}"
             if done > last_checkpoint:
