@@ -46,8 +46,13 @@ class Policy:
                 with peft_wrapping():
                     self.model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
             else:
+                from transformers.pytorch_utils import Conv1D
+
+                # GPT-2-style Conv1D layers store their weights transposed; peft needs to be told (it warns otherwise)
+                transposed = any(isinstance(m, Conv1D) for m in base.modules())
                 lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                                  target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
+                                  target_modules=config.lora_target_modules, task_type="CAUSAL_LM",
+                                  fan_in_fan_out=transposed)
                 try:
                     with peft_wrapping():
                         self.model = get_peft_model(base, lora)
