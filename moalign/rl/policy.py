@@ -67,7 +67,11 @@ class Policy:
                                             config.attn_implementation).eval()
             self.reference.requires_grad_(False)
 
+    trainable: dict | None = None  # name -> parameter, recorded when the model is sharded (moalign.rl.sharding)
+
     def parameters(self):
+        if self.trainable is not None:
+            return list(self.trainable.values())
         return [p for p in self.model.parameters() if p.requires_grad]
 
     @contextmanager
@@ -78,6 +82,8 @@ class Policy:
         else:
             with self.model.disable_adapter():
                 yield self.model
+            for p in (self.trainable or {}).values():  # peft re-enabled what was registered: maybe gathered copies
+                p.requires_grad_(True)
 
     def save(self, directory: str | Path, state_dict: dict | None = None) -> None:
         """`state_dict`: the weights to write instead of the model's own (a sharded run's, gathered whole)."""

@@ -5,8 +5,9 @@
 of `moalign.rl.distributed` (prompt groups shared out, global batch statistics, summed gradients),
 so a sharded step equals the one-process step on the same global batch. What changes:
 
-- each process loads the model on the CPU and only its shards move to the device, so no device ever
-  holds the whole model (full fine-tuning's frozen reference is sharded too);
+- each process loads the model on the CPU (in the dtype `model.dtype` gives on the device) and the
+  FSDP units move to the device one at a time, cut into shards there, so no device holds more than
+  its shards and one whole unit (full fine-tuning's frozen reference is sharded too);
 - the model is cut into FSDP units (by default one per transformer block, the model's
   `_no_split_modules`; accelerate's `fsdp_auto_wrap_policy` and `fsdp_transformer_layer_cls_to_wrap`
   override it; `NO_WRAP` leaves the blocks in the root unit) and every forward all-gathers a
@@ -26,9 +27,10 @@ Why torch's `fully_shard` rather than `Accelerator.prepare`: accelerate switches
 GPU-type backends (a CPU launch would silently run plain data parallel, and so could not be tested
 here), and its `prepare` wraps the optimizer and scheduler (stepping the scheduler once per process).
 moalign reads the same accelerate plugin (`FullyShardedDataParallelPlugin`: wrap policy,
-`reshard_after_forward`, mixed precision from `--mixed_precision`) and applies it as accelerate's
-`fsdp2_prepare_model` does, so one code path runs on gloo and NCCL. CPU offload and DeepSpeed are
-refused in one line.
+`reshard_after_forward`; `--mixed_precision bf16` with gradients summed in fp32) and applies it as
+accelerate's `fsdp2_prepare_model` does, so one code path runs on gloo and NCCL. CPU offload,
+activation checkpointing, fp16/fp8 and DeepSpeed are refused in one line; `cpu_ram_efficient_loading`
+is not applied (every process loads the model on the CPU).
 """
 from __future__ import annotations
 
@@ -53,6 +55,21 @@ def fsdp_requested() -> bool:
     if parse_flag_from_env("FSDP_OFFLOAD_PARAMS"):
         raise ConfigError("accelerate config: fsdp_offload_params is not supported by moalign train (generation "
                           "would run on the offloaded CPU weights); turn it off")
+    if parse_flag_from_env("FSDP_ACTIVATION_CHECKPOINTING"):
+        raise ConfigError("accelerate config: fsdp_activation_checkpointing is not supported by moalign train; "
+                          "turn it off")
+    precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if precision not in ("no", "bf16"):
+        raise ConfigError(f"accelerate config: mixed_precision {precision} is not supported with FSDP by moalign "
+                          f"train; use bf16 or no")
+    from torch.distributed.fsdp import FSDPModule
+
+    try:
+        from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy  # noqa: F401
+    except ImportError:
+        fsdp2_prepare_auto_wrap_policy = None
+    if fsdp2_prepare_auto_wrap_policy is None or not hasattr(FSDPModule, "set_force_sum_reduction_for_comms"):
+        raise ConfigError("accelerate config: FSDP2 in moalign train needs torch >= 2.8 and accelerate >= 1.6")
     return True
 
 
@@ -70,15 +87,16 @@ def shard_module(model: torch.nn.Module, frozen: bool = False) -> torch.nn.Modul
     if plugin.auto_wrap_policy is None and "FSDP_AUTO_WRAP_POLICY" not in os.environ:
         plugin.auto_wrap_policy = transformer_auto_wrap_policy  # the default: one unit per transformer block
     plugin.set_auto_wrap_policy(model)
-    precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    if precision != "no":  # as accelerate's state sets it: weights gathered and computed in it, gradients reduced in fp32
-        plugin.set_mixed_precision(precision)
     wrap = fsdp2_prepare_auto_wrap_policy(plugin, model)
-    kwargs = dict(reshard_after_forward=plugin.reshard_after_forward or frozen, offload_policy=plugin.cpu_offload,
-                  mp_policy=plugin.mixed_precision_policy or MixedPrecisionPolicy())
+    # --mixed_precision bf16: weights gathered and computed in bf16, gradients summed in fp32
+    bf16 = os.environ.get("ACCELERATE_MIXED_PRECISION", "no") == "bf16"
+    kwargs = dict(reshard_after_forward=plugin.reshard_after_forward or frozen,
+                  mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16
+                  else MixedPrecisionPolicy())
     hf = model.get_base_model() if hasattr(model, "get_base_model") else model  # the transformers model under peft
     for module in get_module_children_bottom_up(hf)[:-1]:
-        if wrap is not None and wrap(module) and not isinstance(module, FSDPModule):
+        containers = (torch.nn.ModuleList, torch.nn.ModuleDict)  # no forward of their own: fully_shard refuses them
+        if wrap is not None and wrap(module) and not isinstance(module, (FSDPModule, *containers)):
             fully_shard(module, **kwargs)
     # Embeddings, final norm and head get units of their own, carved as accelerate's
     # fsdp2_prepare_model carves them (tied weights in one unit; the tail stays gathered between the
@@ -119,10 +137,15 @@ def _device(model):
 
 def shard_policy(policy, device: str) -> None:
     """Shard the policy (and a full fine-tuning run's frozen reference) across the processes; the
-    shards move to `device` (the policy was loaded on the CPU, so no device held it whole)."""
+    units move to `device` one at a time (the policy was loaded on the CPU, so no device holds it whole).
+
+    The trainable parameters are recorded as sharded: a unit that stays gathered between forwards
+    registers its gathered copies on the module, and peft's `disable_adapter` (the reference pass)
+    switches `requires_grad` on whatever is registered (`Policy.trainable`)."""
     shard_module(policy.model)
     if policy.reference is not None:
         shard_module(policy.reference, frozen=True)
+    policy.trainable = {name: p for name, p in policy.model.named_parameters() if p.requires_grad}
     policy.device = device
 
 
@@ -157,7 +180,7 @@ def full_model_state(policy) -> dict:
     LoRA gathers only the trainable adapter tensors (the frozen base is the named model's); full
     fine-tuning gathers the whole state dict (the other processes receive an empty one)."""
     if policy.config.lora:
-        return {name: full(p.detach()).cpu() for name, p in policy.model.named_parameters() if p.requires_grad}
+        return {name: full(p.detach()).cpu() for name, p in policy.trainable.items()}
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(policy.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from moalign.data import load_prompt_records, train_eval_split
 from moalign.errors import MoalignError
+from moalign.models import torch_dtype
 from moalign.registry import build_objectives
 from moalign.rl.advantages import advantages_for
 from moalign.rl.checkpoint import load_checkpoint_state, restore_rng, save_checkpoint
@@ -219,8 +220,11 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             check_resumable(resume_state["optimizer"], processes.sharded, checkpoint_dir)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    # Sharded, the model loads on the CPU and only its shards reach the device.
-    policy = Policy(config.model, device="cpu" if processes.sharded else processes.device,
+    # Sharded, the model loads on the CPU (in the dtype it has on the device) and only its shards reach the device.
+    model_config = config.model
+    if processes.sharded:
+        model_config = replace(model_config, dtype=str(torch_dtype(model_config.dtype, processes.device)).removeprefix("torch."))
+    policy = Policy(model_config, device="cpu" if processes.sharded else processes.device,
                     adapter_dir=resume_state["adapter_dir"] if resume_state else None)
     if config.model.lora:  # LoRA's random init is per process; full fine-tuning loads the same file everywhere
         processes.broadcast_parameters(policy.parameters())
