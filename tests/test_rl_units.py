@@ -90,3 +90,28 @@ def test_every_scalarizer_trains(scalarizer, normalization, tiny_llama, tmp_path
     history = moalign.train(tiny_config(tiny_llama, data, tmp_path, reward=reward, optim=OptimConfig(steps=3))).history
     assert np.isfinite(history[["reward/total", "loss", "grad_norm"]].to_numpy()).all()
     assert history["advantage_std"].iloc[0] > 0  # the scalarized reward separates samples
+
+
+@pytest.mark.parametrize("disable", [False, True])
+def test_disable_dropout_makes_the_log_probs_of_the_same_tokens_the_same_in_every_pass(tmp_path, disable):
+    """GPT-2 trains with dropout: in train mode two passes over the same tokens differ unless the
+    base model's dropout is off; LoRA's own dropout stays as configured."""
+    from moalign.rl.config import ModelConfig
+    from moalign.rl.policy import Policy
+    from moalign.rl.sampling import completion_logprobs
+    from tiny import make_tiny_gpt2
+
+    path = str(make_tiny_gpt2(tmp_path / "gpt2", dropout=0.3))
+    policy = Policy(ModelConfig(name=path, lora_r=4, lora_dropout=0.2, disable_dropout=disable), device="cpu")
+    policy.model.train()
+    ids = torch.randint(5, 40, (4, 12))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        first, second = (completion_logprobs(policy.model, ids, mask, 6)[0] for _ in range(2))
+    lora_dropout = {m.p for n, m in policy.model.named_modules() if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)}
+    assert lora_dropout == {0.2}  # LoRA's dropout is its own setting either way
+    if disable:
+        # only LoRA's dropout draws now, and lora_B starts at 0, so its branch adds nothing yet
+        assert torch.equal(first, second)
+    else:
+        assert not torch.equal(first, second)

@@ -46,7 +46,7 @@ def make_tiny_llama(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2
     return path
 
 
-def make_tiny_gpt2(path: Path, seed: int = 0) -> Path:
+def make_tiny_gpt2(path: Path, seed: int = 0, dropout: float = 0.0) -> Path:
     """A randomly initialised GPT-2 with the tiny tokenizer: learned position embeddings (weights
     outside its blocks, embeddings and head) and Conv1D layers, unlike Llama."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -56,7 +56,7 @@ def make_tiny_gpt2(path: Path, seed: int = 0) -> Path:
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=128,
                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                         eos_token_id=tokenizer.eos_token_id, initializer_range=0.2,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # runs compare exactly: no dropout draws
+                        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)  # 0: runs compare exactly
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

@@ -34,6 +34,10 @@ class ModelConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_target_modules: list[str] | str | None = "all-linear"
+    # The base model's dropout off (TRL's disable_dropout): the same tokens then get the same log-probs
+    # in every pass (ratio, KL anchor). Models that train without dropout (Llama, Qwen, SmolLM2) are
+    # unchanged; GPT-2 and OPT draw dropout otherwise. LoRA's own is lora_dropout.
+    disable_dropout: bool = False
     dtype: str = "float32"  # weights' dtype (auto: bfloat16 on CUDA, float32 elsewhere); bf16 autocast on GPU is optim.bf16
     # sdpa | eager | flash_attention_2; None: transformers' default (SDPA wherever the model has it)
     attn_implementation: str | None = None

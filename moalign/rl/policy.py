@@ -26,6 +26,16 @@ def peft_wrapping():
         yield
 
 
+def without_dropout(model) -> None:
+    """Every dropout of `model` set to 0: `nn.Dropout` modules and the attention dropout rate that
+    transformers' attention modules read from an attribute."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+
+
 class Policy:
     def __init__(self, config: ModelConfig, device: str | None = None, adapter_dir: str | None = None):
         self.config = config
@@ -38,6 +48,8 @@ class Policy:
         self.tokenizer.padding_side = "left"  # generation continues from the right edge
         base = load_causal_lm(config.name, config.dtype, self.device, config.trust_remote_code, config.attn_implementation)
         base.generation_config.pad_token_id = self.tokenizer.pad_token_id
+        if config.disable_dropout:  # before LoRA wraps it, so lora_dropout stays as configured
+            without_dropout(base)
         self.reference = None
         if config.lora:
             from peft import LoraConfig, PeftModel, get_peft_model
