@@ -132,19 +132,23 @@ FSDP = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}  # what `accelerate 
 # fsdp-full-tied: full fine-tuning (its frozen reference sharded too) of a model whose head shares the embeddings;
 # fsdp-gpt2-single: weights outside the blocks, embeddings and head (GPT-2's positions), and one sample a prompt,
 # so generation never passes through a shared-prompt forward of the root
-# fsdp-nowrap: the blocks (and their LoRA weights) in the root unit, which stays gathered between forwards
+# fsdp-nowrap: the blocks (and their LoRA weights) in the root unit, which stays gathered between forwards; its
+# first checkpoint comes at step 4, so the interrupt in step 3 finds recorded steps no checkpoint holds (sharded, the
+# handler does not gather them: the run restarts from its beginning, in the same MLflow run)
 LAUNCHES = {"ddp": {}, "fsdp": FSDP, "fsdp-full-tied": FSDP, "fsdp-gpt2-single": FSDP,
             "fsdp-nowrap": {**FSDP, "FSDP_AUTO_WRAP_POLICY": "NO_WRAP"}}
 
 
 @pytest.mark.parametrize("launch", LAUNCHES)
-def test_two_processes_train_as_one_and_resume_on_every_process(tiny_llama, in_tmp, launch):
+def test_two_processes_train_as_one_and_resume_on_every_process(tiny_llama, in_tmp, launch, capfd):
     lora, generations = launch != "fsdp-full-tied", 1 if launch == "fsdp-gpt2-single" else 2
     if not lora:
         tiny_llama = str(make_tiny_llama(in_tmp / "tied_llama", tied=True))
     elif launch == "fsdp-gpt2-single":
         tiny_llama = str(make_tiny_gpt2(in_tmp / "gpt2"))
     config = config_for(tiny_llama, in_tmp / "two", lora, generations)
+    if launch == "fsdp-nowrap":
+        config.checkpoint_every = 4
     fork, port = multiprocessing.get_context("fork"), free_port()
     workers = [fork.Process(target=worker, args=(rank, port, config, in_tmp, LAUNCHES[launch])) for rank in range(2)]
     for w in workers:
@@ -156,6 +160,8 @@ def test_two_processes_train_as_one_and_resume_on_every_process(tiny_llama, in_t
             w.kill()
         assert w.exitcode == 0, (in_tmp / f"rank{rank}.err").read_text() if (in_tmp / f"rank{rank}.err").exists() else w.exitcode
     ranks = [torch.load(in_tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    if launch == "fsdp-nowrap":  # each process says where the run continues from
+        assert capfd.readouterr().err.count("interrupted after step 2; resume continues from step 1 (no checkpoint yet)") == 2
     if LAUNCHES[launch]:  # units for the decoder layers, embeddings, head and root; each process holds half (+ padding)
         assert ranks[0]["units"] >= (3 if launch == "fsdp-nowrap" else 5) and ranks[0]["whole"] <= ranks[0]["held"] + ranks[1]["held"] < 1.1 * ranks[0]["whole"]
         assert max(ranks[0]["held"], ranks[1]["held"]) < 0.55 * ranks[0]["whole"]

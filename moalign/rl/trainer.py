@@ -383,11 +383,12 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
                                pd.DataFrame(), time.perf_counter() - started)
     except KeyboardInterrupt:
         done = committed["n_history"] and history[committed["n_history"] - 1]["step"]
+        since = f"the checkpoint at step {last_checkpoint}" if last_checkpoint else "step 1 (no checkpoint yet)"
         if state["dirty"]:  # stopped part-way through an update: these weights belong to no step
-            where = f"inside step {step}'s update; resume continues from the checkpoint at step {last_checkpoint}"
+            where = f"inside step {step}'s update; resume continues from {since}"
         elif processes.sharded and done > last_checkpoint:
             # saving gathers on every process at once, and each was stopped at a point of its own
-            where = f"after step {done}; resume continues from the checkpoint at step {last_checkpoint}"
+            where = f"after step {done}; resume continues from {since}"
         else:
             where = f"after step {done}"
             if done > last_checkpoint:
