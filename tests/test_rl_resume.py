@@ -147,7 +147,7 @@ def test_steps_logged_before_a_failed_save_are_not_logged_twice(tiny_llama, in_t
 class _Policy:
     """Enough of a Policy for save_checkpoint: writes a small adapter file."""
 
-    def save(self, directory):
+    def save(self, directory, state_dict=None):
         os.makedirs(directory, exist_ok=True)
         torch.save({"w": torch.ones(2)}, os.path.join(directory, "model.pt"))
 

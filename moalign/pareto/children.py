@@ -208,8 +208,8 @@ class Children:
         run_id = self.unfinished_id(key)
         if run_id:
             self.tracker.resume_run(run_id)
-            if ray_node():  # a retried child may run on another node
-                self.tracker.set_tags(run_id, ray_node())
+            if node := ray_node():  # a retried child may run on another node
+                self.tracker.set_tags(run_id, node)
         else:
             tags = self.tags(key, role, seed)
             if unit.sources:
@@ -258,8 +258,8 @@ class Children:
             reused = self._reuse(key, unit, thash)
             if reused is not None:
                 return reused
-        elif ray_node():  # a retried child may run on another node
-            self.tracker.set_tags(resume, ray_node())
+        elif node := ray_node():  # a retried child may run on another node
+            self.tracker.set_tags(resume, node)
         result = train(cfg, resume_run_id=resume, parent_run_id=self.parent_id,
                        tags={**tags, "moalign.train_hash": thash}, tracker=self.tracker)
         if weights is not None:

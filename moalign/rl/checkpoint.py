@@ -56,7 +56,7 @@ def save_checkpoint(directory: str | Path, policy, optimizer, scheduler, step: i
     final = directory / f"step-{step:07d}"
     tmp = directory / f".step-{step:07d}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    policy.save(tmp / "adapter", *([] if model_state is None else [model_state]))
+    policy.save(tmp / "adapter", model_state)
     optimizer_state = optimizer.state_dict() if optimizer_state is None else optimizer_state
     torch.save({"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state()}, tmp / "state.pt")

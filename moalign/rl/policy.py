@@ -28,7 +28,8 @@ def peft_wrapping():
 
 def without_dropout(model) -> None:
     """Every dropout of `model` set to 0: `nn.Dropout` modules and the attention dropout rate that
-    transformers' attention modules read from an attribute."""
+    transformers' attention modules read from an attribute (Llama's kind; TRL's `disable_dropout_in_model`,
+    a dev-only dependency here, resets only the modules)."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
@@ -51,6 +52,7 @@ class Policy:
         if config.disable_dropout:  # before LoRA wraps it, so lora_dropout stays as configured
             without_dropout(base)
         self.reference = None
+        self.trainable = None  # name -> parameter, recorded when the model is sharded (moalign.rl.sharding)
         if config.lora:
             from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -78,8 +80,6 @@ class Policy:
             self.reference = load_causal_lm(config.name, config.dtype, self.device, config.trust_remote_code,
                                             config.attn_implementation).eval()
             self.reference.requires_grad_(False)
-
-    trainable: dict | None = None  # name -> parameter, recorded when the model is sharded (moalign.rl.sharding)
 
     def parameters(self):
         if self.trainable is not None:

@@ -62,14 +62,13 @@ def fsdp_requested() -> bool:
     if precision not in ("no", "bf16"):
         raise ConfigError(f"accelerate config: mixed_precision {precision} is not supported with FSDP by moalign "
                           f"train; use bf16 or no")
-    from torch.distributed.fsdp import FSDPModule
-
-    try:
+    try:  # what shard_module uses, by version: torch 2.8's force-sum reduction, accelerate 1.6's FSDP2 helpers
         from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy  # noqa: F401
-    except ImportError:
-        fsdp2_prepare_auto_wrap_policy = None
-    if fsdp2_prepare_auto_wrap_policy is None or not hasattr(FSDPModule, "set_force_sum_reduction_for_comms"):
-        raise ConfigError("accelerate config: FSDP2 in moalign train needs torch >= 2.8 and accelerate >= 1.6")
+        from torch.distributed.fsdp import FSDPModule
+
+        FSDPModule.set_force_sum_reduction_for_comms  # noqa: B018
+    except (ImportError, AttributeError):
+        raise ConfigError("accelerate config: FSDP2 in moalign train needs torch >= 2.8 and accelerate >= 1.6") from None
     return True
 
 
@@ -94,9 +93,9 @@ def shard_module(model: torch.nn.Module, frozen: bool = False) -> torch.nn.Modul
                   mp_policy=MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16
                   else MixedPrecisionPolicy())
     hf = model.get_base_model() if hasattr(model, "get_base_model") else model  # the transformers model under peft
+    skip = (FSDPModule, torch.nn.ModuleList, torch.nn.ModuleDict)  # containers have no forward: fully_shard refuses them
     for module in get_module_children_bottom_up(hf)[:-1]:
-        containers = (torch.nn.ModuleList, torch.nn.ModuleDict)  # no forward of their own: fully_shard refuses them
-        if wrap is not None and wrap(module) and not isinstance(module, (FSDPModule, *containers)):
+        if wrap is not None and wrap(module) and not isinstance(module, skip):
             fully_shard(module, **kwargs)
     # Embeddings, final norm and head get units of their own, carved as accelerate's
     # fsdp2_prepare_model carves them (tied weights in one unit; the tail stays gathered between the
@@ -109,7 +108,8 @@ def shard_module(model: torch.nn.Module, frozen: bool = False) -> torch.nn.Modul
     if tail:
         fully_shard(tail, **{**kwargs, "reshard_after_forward": frozen})
     # The root's resharding left to torch (kept gathered: its weights are needed first in the backward), as accelerate does.
-    fully_shard(model, **({k: v for k, v in kwargs.items() if k != "reshard_after_forward"} if not frozen else kwargs))
+    root = kwargs if frozen else {k: v for k, v in kwargs.items() if k != "reshard_after_forward"}
+    fully_shard(model, **root)
     for module in model.modules():
         if isinstance(module, FSDPModule):  # gradients summed, as the data-parallel path sums them
             module.set_gradient_divide_factor(1.0)
@@ -125,7 +125,8 @@ def shard_module(model: torch.nn.Module, frozen: bool = False) -> torch.nn.Modul
 
 
 def _final_norm(hf):
-    """The norm before the head: the last `*Norm` child of the transformers model's body."""
+    """The norm before the head: the last `*Norm` child of the transformers model's body (as
+    accelerate's private `_find_final_norm` finds it, which is no API to import)."""
     body = getattr(hf, getattr(hf, "base_model_prefix", ""), hf)
     return next((m for _, m in reversed(list(body.named_children())) if "Norm" in type(m).__name__), None)
 

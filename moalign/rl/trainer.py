@@ -290,10 +290,11 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         pending_metrics.clear()
         pending_samples.clear()
         trainer_state = {k: v for k, v in committed.items() if k != "n_history"}
-        sharded = (full_model_state(policy), full_optimizer_state(policy, optimizer)) if processes.sharded else (None, None)
+        # sharded, every process takes part in gathering the states whole
+        gathered = (full_model_state(policy), full_optimizer_state(policy, optimizer)) if processes.sharded else (None, None)
         if processes.is_main:  # one writer; every process reads it on resume
             save_checkpoint(checkpoint_dir, policy, optimizer, scheduler, step,
-                            {**trainer_state, "history": history[: committed["n_history"]]}, *sharded)
+                            {**trainer_state, "history": history[: committed["n_history"]]}, *gathered)
         last_checkpoint = step
 
     step = start_step
