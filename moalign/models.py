@@ -197,6 +197,22 @@ def cached_tokenizer(name_or_path: str):
     return load_tokenizer(name_or_path)
 
 
+def apply_weights(model, model_cfg, directory: Path):
+    """`model` with a trained run's weights from `directory`: its LoRA adapter merged into plain
+    transformers weights, or (full fine-tuning) its `model.pt`, read without running code."""
+    if model_cfg.lora:
+        from peft import PeftModel
+
+        from moalign.rl.policy import peft_wrapping
+
+        with peft_wrapping():
+            return PeftModel.from_pretrained(model, str(directory)).merge_and_unload()
+    import torch
+
+    model.load_state_dict(torch.load(Path(directory) / "model.pt", map_location=model.device, weights_only=True))
+    return model
+
+
 def format_prompt(tokenizer, prompt: str, use_chat_template: bool = True) -> str:
     """The prompt as the model sees it: the chat template applied when the tokenizer has one."""
     if use_chat_template and getattr(tokenizer, "chat_template", None):

@@ -301,8 +301,7 @@ def build_policy(record: PolicyRecord, device: str | None = None):
     model's weights, so the model is a plain transformers model, the one `export` saves; a
     decoding-time mix is a `moalign.pareto.mixing.MixedPolicy`, which generates but has nothing
     to save (it runs its endpoints side by side)."""
-    from moalign.models import load_causal_lm, load_tokenizer
-
+    from moalign.models import apply_weights, load_causal_lm, load_tokenizer
     from moalign.tracking import MlflowTracker
 
     model_cfg = record.model
@@ -321,7 +320,7 @@ def build_policy(record: PolicyRecord, device: str | None = None):
             model = load_causal_lm(model_cfg.name, model_cfg.dtype, device, model_cfg.trust_remote_code,
                                    model_cfg.attn_implementation)
             if dirs:
-                model = _apply(model, model_cfg, dirs[0])
+                model = apply_weights(model, model_cfg, dirs[0])
     if record.role == "conditioned":  # its chat template states the weights, wherever prompts go through it
         from moalign.rl.conditioning import conditioned_tokenizer
 
@@ -330,20 +329,6 @@ def build_policy(record: PolicyRecord, device: str | None = None):
     tokenizer.padding_side = "left"  # generation continues from the right edge of every row
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval(), tokenizer
-
-
-def _apply(model, model_cfg: ModelConfig, directory: Path):
-    if model_cfg.lora:
-        from peft import PeftModel
-
-        from moalign.rl.policy import peft_wrapping
-
-        with peft_wrapping():
-            return PeftModel.from_pretrained(model, str(directory)).merge_and_unload()
-    import torch
-
-    model.load_state_dict(torch.load(directory / "model.pt", map_location=model.device, weights_only=True))
-    return model
 
 
 def _mix(model_cfg: ModelConfig, dirs: list[Path], weights: list[float], device: str | None):

@@ -8,12 +8,11 @@ import numpy as np
 import pandas as pd
 
 from moalign.errors import MoalignError
-from moalign.pareto.children import SAMPLES, reused_runs
+from moalign.pareto.children import HELPER_ROLES, SAMPLES, reused_runs
 from moalign.pareto.front import reference_point
 from moalign.pareto.uncertainty import PolicyScores
 from moalign.tracking import MlflowTracker
 from moalign.reports.interactive import policy_samples
-from moalign.pareto.strategies.conditioned import TRAIN_ROLE as CONDITIONED_TRAINING
 from moalign.reports.labels import ROLES, policy_label
 
 
@@ -92,8 +91,8 @@ def load_search(tracker, parent) -> Search:
     runs = pd.DataFrame(rows).sort_values(["role", "weights", "seed"], ascending=[True, False, True],
                                           key=lambda s: s.map(order).fillna(len(order)) if s.name == "role" else s).reset_index(drop=True)
     evaluated = [c for c in directions if c in runs.columns]
-    # a conditioned search's training run is a helper, not a point of its front (as the search itself counts it)
-    scores = PolicyScores(runs[runs["role"] != CONDITIONED_TRAINING].reset_index(drop=True), samples, evaluated)
+    # helpers (pools, a conditioned search's training run) are no points of the front, as the search counts them
+    scores = PolicyScores(runs[~runs["role"].isin(HELPER_ROLES)].reset_index(drop=True), samples, evaluated)
     dirs = [directions[o] for o in objectives]
     tagged = parent.data.tags.get("moalign.reference_point")  # absent if the search never finished
     ref = np.array(json.loads(tagged)) if tagged else reference_point(scores.means(objectives), dirs, "nadir")

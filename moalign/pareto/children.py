@@ -12,13 +12,17 @@ each, so the chart view can colour a scatter of `eval/<objective>` metrics by we
 `reward.weights`; a soup child's tag `moalign.endpoints`, the JSON list of its endpoints' run ids
 in objective order, which with `reward.weights` rebuilds it.
 
-Each child is an independent unit of work: `run_train(ctx, unit)` and `run_eval(ctx, units)` need
-only a `ChildContext` (the search's config, parent run id, search id, tracking URI), so an executor
+A sample pool (`pool:<split>:s<seed>`, `moalign.pool`) is a child too: a helper, no policy of the
+front, reused like a training run by any search whose pool has the same `moalign.pool_hash`.
+
+Each child is an independent unit of work: `run_train(ctx, unit)`, `run_eval(ctx, units)` and
+`run_pool(ctx, unit)` need only a `ChildContext` (the search's config, parent run id, search id, tracking URI), so an executor
 can run them in another process. They never write the parent run: a reuse comes back as a row with
 `reused` true and the orchestrator records it (`Children.record_reused`).
 
 Every child logs its cost at its last step: `cost/train_steps`, `cost/generated_tokens`,
-`cost/forward_tokens`, `cost/wall_time_s` (see `moalign.rl.trainer` for what each counts).
+`cost/forward_tokens`, `cost/trained_tokens`, `cost/wall_time_s` (see `moalign.rl.runs.cost_of`
+for what each counts).
 """
 from __future__ import annotations
 
@@ -35,7 +39,10 @@ import pandas as pd
 SAMPLES = "eval_samples.json"
 REUSED = "moalign.reused"  # the parent's tag: {child key: run id} of runs reused from other searches, as JSON
 TAG_LIMIT = 8000  # MLflow's maximum length of a tag value
-COSTS = ("train_steps", "generated_tokens", "forward_tokens", "wall_time_s")  # metrics cost/<name>, row columns
+COSTS = ("train_steps", "generated_tokens", "forward_tokens", "trained_tokens", "wall_time_s")  # metrics cost/<name>, row columns
+# children that are no policy of the front: sample pools and training runs whose policies are
+# evaluated under other keys (a conditioned or Rewards-in-Context run, a rejection iteration)
+HELPER_ROLES = ("pool", "conditioned-train", "rewards_in_context-train", "rejection-iteration")
 
 
 def reused_runs(parent) -> dict[str, str]:
@@ -52,17 +59,20 @@ def weights_key(weights) -> str:
     return ",".join(f"{w:.4f}" for w in weights)
 
 
-def child_key(role: str, weights=None, seed: int | None = None) -> str:
-    """The child's `moalign.key`.
+def child_key(role: str, weights=None, seed: int | None = None, tag: str = "") -> str:
+    """The child's `moalign.key`; `tag` tells apart children of one role, weights and seed.
 
     >>> child_key("trained", [1.0, 0.0], 2), child_key("soup", [0.5, 0.5], 0), child_key("base")
     ('train:1.0000,0.0000:s2', 'soup:0.5000,0.5000:s0', 'base')
+    >>> child_key("pool", None, 0, "train"), child_key("rejection-iteration", [1, 0], 0, "i1")
+    ('pool:train:s0', 'rejection-iteration:1.0000,0.0000:i1:s0')
     """
     if role == "base":
         return "base"
+    tag = f"{tag}:" if tag else ""
     if weights is None:  # a policy for all weights (e.g. a conditioned one)
-        return f"{role}:s{seed}"
-    return f"{'train' if role == 'trained' else role}:{weights_key(weights)}:s{seed}"
+        return f"{role}:{tag}s{seed}"
+    return f"{'train' if role == 'trained' else role}:{weights_key(weights)}:{tag}s{seed}"
 
 
 # Training fields added after runs were made, left out of identities (train_hash, search_id) while
@@ -73,12 +83,13 @@ AS_BEFORE = {("model", "init_adapter"): None, ("model", "attn_implementation"): 
 
 def as_before(train: dict) -> dict:
     """`asdict(TrainConfig)` without the fields in `AS_BEFORE` at their old meaning, nor a disabled
-    `conditioning` section."""
+    `conditioning` or `supervised` section."""
     for (section, key), value in AS_BEFORE.items():
         if key in train.get(section, {}) and train[section][key] == value:
             del train[section][key]
-    if not (train.get("conditioning") or {}).get("enabled", True):
-        del train["conditioning"]
+    for section in ("conditioning", "supervised"):
+        if not (train.get(section) or {}).get("enabled", True):
+            del train[section]
     return train
 
 
@@ -90,10 +101,10 @@ def train_hash(cfg) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def cost_metrics(steps: int, generated: int, forward: int, wall: float) -> dict:
-    """The four `cost/...` metrics every child logs."""
+def cost_metrics(steps: int, generated: int, forward: int, wall: float, trained: int = 0) -> dict:
+    """The `cost/...` metrics every child logs (see `moalign.rl.runs.cost_of` for what each counts)."""
     return {"cost/train_steps": int(steps), "cost/generated_tokens": int(generated),
-            "cost/forward_tokens": int(forward), "cost/wall_time_s": float(wall)}
+            "cost/forward_tokens": int(forward), "cost/trained_tokens": int(trained), "cost/wall_time_s": float(wall)}
 
 
 def _row(key, role, seed, run_id, weights, names, scores, cost: dict, adapter_dir=None) -> dict:
@@ -179,10 +190,10 @@ class Children:
         metrics = run.data.metrics
         scores = {k[len("eval/"):]: v for k, v in metrics.items() if k.startswith("eval/")}
         checkpoint = run.data.tags.get("moalign.checkpoint_dir")
-        adapter = Path(checkpoint).parent / "adapter" if checkpoint else None
+        adapter = Path(checkpoint).parent / "adapter" if checkpoint else run.data.tags.get("moalign.pool_path")
         # runs from before cost/ metrics: their steps and wall time, tokens unknown
         cost = {"cost/train_steps": metrics.get("train_steps", 0), "cost/generated_tokens": np.nan,
-                "cost/forward_tokens": np.nan,
+                "cost/forward_tokens": np.nan, "cost/trained_tokens": np.nan,
                 "cost/wall_time_s": metrics.get("train_wall_time_s", metrics.get("eval_wall_time_s", 0.0))}
         cost.update({k: v for k, v in metrics.items() if k.startswith("cost/")})
         cost["cost/train_steps"] = int(cost["cost/train_steps"])
@@ -198,47 +209,103 @@ class Children:
         samples = self.tracker.read_table(run.info.run_id, SAMPLES)
         return self._row_from_run(run, key, role, seed, weights), samples
 
-    def evaluate(self, unit, model, tokenizer) -> tuple[dict, pd.DataFrame]:
-        """An evaluation-only child (base model, soup, mix), sampled with the unit's seed; a policy
-        built from other runs names them (`unit.sources`) in its tag `moalign.endpoints`."""
-        from moalign.rl.evaluation import evaluate_policy
-
+    def _open_eval(self, unit) -> str | None:
+        """The evaluation child's run: the unfinished one continued, or a new one with its tags
+        (a policy built from other runs names them, `unit.sources`, in `moalign.endpoints`)."""
         role, seed, weights, key = unit.role, unit.seed, unit.weights, unit.key
-        t0 = time.perf_counter()
         run_id = self.unfinished_id(key)
         if run_id:
             self.tracker.resume_run(run_id)
             if node := ray_node():  # a retried child may run on another node
                 self.tracker.set_tags(run_id, node)
-        else:
-            tags = self.tags(key, role, seed)
-            if unit.sources:
-                tags["moalign.endpoints"] = json.dumps(list(unit.sources))
-            run_id = self.tracker.start_run(key if weights is None else f"{role}:{weights_key(weights)}:s{seed}",
-                                            tags, self.parent_id)
-            if weights is not None:
-                self.tracker.log_params(run_id, {"reward.weights": [float(w) for w in weights],
-                                                 **weight_params(self.names, weights)})
+            return run_id
+        tags = self.tags(key, role, seed)
+        if unit.sources:
+            tags["moalign.endpoints"] = json.dumps(list(unit.sources))
+        run_id = self.tracker.start_run(key if weights is None else f"{role}:{weights_key(weights)}:s{seed}",
+                                        tags, self.parent_id)
+        if weights is not None:
+            self.tracker.log_params(run_id, {"reward.weights": [float(w) for w in weights],
+                                             **weight_params(self.names, weights)})
+        return run_id
+
+    def _close_eval(self, unit, run_id, samples: pd.DataFrame, cost: dict, extra: dict | None = None) -> tuple[dict, pd.DataFrame]:
+        scores = {n: float(samples[n].mean()) for n in self.objectives if n in samples}
+        self.tracker.log_metrics(run_id, [(0, {**{f"eval/{k}": v for k, v in scores.items()}, **(extra or {}),
+                                               "eval_wall_time_s": cost["cost/wall_time_s"], "train_steps": 0, **cost})])
+        self.tracker.log_table(run_id, samples, SAMPLES)
+        self.tracker.end_run(run_id, "FINISHED")
+        row = _row(unit.key, unit.role, unit.seed, run_id, unit.weights, self.names, scores, cost)
+        row["reused"] = False
+        return row, samples
+
+    def evaluate(self, unit, model, tokenizer) -> tuple[dict, pd.DataFrame]:
+        """An evaluation-only child (base model, soup, mix), sampled with the unit's seed."""
+        from moalign.rl.evaluation import evaluate_policy
+
+        t0 = time.perf_counter()
+        run_id = self._open_eval(unit)
         cfg = self.train_cfg
         counts = {}
         try:
-            scores_df, samples = evaluate_policy(model, tokenizer, self.eval_records, self.objectives, cfg.sampling,
-                                                 cfg.model.use_chat_template, seed=seed, counter=counts)
+            _, samples = evaluate_policy(model, tokenizer, self.eval_records, self.objectives, cfg.sampling,
+                                         cfg.model.use_chat_template, seed=unit.seed, counter=counts)
         except BaseException:
             self.tracker.end_run(run_id, "KILLED")
             raise
-        scores = {n: float(scores_df[n].mean()) for n in scores_df.columns}
-        wall = time.perf_counter() - t0
         # a decoding-time mix runs each of its endpoints on every token
         forward = counts["forward_tokens"] * getattr(model, "forwards_per_token", 1)
-        cost = cost_metrics(0, counts["generated_tokens"], forward, wall)
-        self.tracker.log_metrics(run_id, [(0, {**{f"eval/{k}": v for k, v in scores.items()},
-                                               "eval_wall_time_s": wall, "train_steps": 0, **cost})])
-        self.tracker.log_table(run_id, samples, SAMPLES)
-        self.tracker.end_run(run_id, "FINISHED")
-        row = _row(key, role, seed, run_id, weights, self.names, scores, cost)
+        cost = cost_metrics(0, counts["generated_tokens"], forward, time.perf_counter() - t0)
+        return self._close_eval(unit, run_id, samples, cost)
+
+    def record_chosen(self, unit, samples: pd.DataFrame, extra: dict) -> tuple[dict, pd.DataFrame]:
+        """An evaluation child whose samples were chosen among scored ones (best-of-n): nothing is
+        generated here, so its own cost is the choosing; what the samples cost is their pool's."""
+        t0 = time.perf_counter()
+        run_id = self._open_eval(unit)
+        return self._close_eval(unit, run_id, samples, cost_metrics(0, 0, 0, time.perf_counter() - t0), extra)
+
+    def pool(self, unit, spec, objectives: dict, records: list[dict]) -> tuple[dict, None]:
+        """A sample pool child (`moalign.pool`): read back, continued from its last whole part,
+        reused from any finished pool with the same `pool_hash` in the experiment, or sampled."""
+        from moalign.pool import TABLE, build_pool, pool_cost, pool_hash, write_table
+
+        key = unit.key
+        done = self.read_back(key, unit.role, unit.seed, None)
+        if done is not None:
+            return done[0], None
+        phash = pool_hash(self.train_cfg, spec, objectives, [r["prompt"] for r in records])
+        run_id = self.unfinished_id(key)
+        if run_id is None:
+            reused = self._reuse(key, unit, "moalign.pool_hash", phash)
+            if reused is not None:
+                return reused[0], None
+            tags = {**self.tags(key, unit.role, unit.seed), "moalign.pool_hash": phash}
+            run_id = self.tracker.start_run(key, tags, self.parent_id)
+            self.tracker.log_params(run_id, {**{f"pool.{k}": v for k, v in asdict(spec).items()},
+                                             "pool.objectives": sorted(objectives), "pool.prompts": len(records),
+                                             "pool.max_new_tokens": self.train_cfg.sampling.max_new_tokens})
+        else:
+            self.tracker.resume_run(run_id)
+        folder = Path(self.train_cfg.output_dir) / (run_id or f"untracked-pool-{phash}")
+        try:
+            frame = build_pool(self.train_cfg, spec, records, objectives, folder / "parts", self.train_cfg.progress)
+            path = write_table(frame, folder / "pool" / TABLE)
+            cost = pool_cost(frame)
+            means = {f"pool/{n}/mean": float(frame[n].mean()) for n in objectives if n in frame}
+            self.tracker.log_metrics(run_id, [(0, {**means, **cost, "pool/samples": len(frame)})])
+            self.tracker.log_artifacts(run_id, path.parent, "pool")
+            self.tracker.set_tags(run_id, {"moalign.pool_path": str(path.resolve())})
+            self.tracker.end_run(run_id, "FINISHED")
+        except KeyboardInterrupt:
+            self.tracker.end_run(run_id, "KILLED")
+            raise
+        except BaseException:
+            self.tracker.end_run(run_id, "FAILED")
+            raise
+        row = _row(key, unit.role, unit.seed, run_id, None, self.names, {}, cost, path)
         row["reused"] = False
-        return row, samples
+        return row, None
 
     def train(self, unit, cfg) -> tuple[dict, pd.DataFrame | None]:
         """A trained child under `cfg`: read back, continued (also when stopped before its first
@@ -255,7 +322,7 @@ class Children:
             tags["moalign.init_adapter"] = str(cfg.model.init_adapter)
         resume = self.unfinished_id(key)
         if resume is None:
-            reused = self._reuse(key, unit, thash)
+            reused = self._reuse(key, unit, "moalign.train_hash", thash)
             if reused is not None:
                 return reused
         elif node := ray_node():  # a retried child may run on another node
@@ -270,11 +337,12 @@ class Children:
         row["reused"] = False
         return row, result.eval_samples
 
-    def _reuse(self, key, unit, thash) -> tuple[dict, pd.DataFrame | None] | None:
-        """A finished run with the same training config elsewhere in the experiment (e.g. the soups'
-        endpoints when a grid includes the extremes), read back as it is; the orchestrator records it
-        on the parent. None (train it) when the parent's tag has no room left for one more."""
-        found = self.tracker.find_runs(f"tags.`moalign.train_hash` = '{thash}' and attributes.status = 'FINISHED'")
+    def _reuse(self, key, unit, tag: str, value: str) -> tuple[dict, pd.DataFrame | None] | None:
+        """A finished run with the same identity (`tag` = `value`: a training config's train_hash, a
+        pool's pool_hash) elsewhere in the experiment (e.g. the soups' endpoints when a grid includes
+        the extremes), read back as it is; the orchestrator records it on the parent. None (train it)
+        when the parent's tag has no room left for one more."""
+        found = self.tracker.find_runs(f"tags.`{tag}` = '{value}' and attributes.status = 'FINISHED'")
         for run in found:
             if run.data.tags.get("mlflow.parentRunId") == self.parent_id:
                 continue
@@ -298,6 +366,23 @@ def run_train(ctx: ChildContext, unit, children: Children | None = None) -> tupl
     return children.train(unit, _strategy(ctx, children).train_config(unit))
 
 
+def run_pool(ctx: ChildContext, unit, children: Children | None = None) -> tuple[dict, None]:
+    """Unit of work "sample and score a pool" (`moalign.pool`): (row, None); the row's
+    `adapter_dir` is the pool table's path."""
+    from moalign.pool import PoolSpec
+
+    children = children or Children.open(ctx)
+    spec = PoolSpec(unit.split, unit.n, unit.temperature, unit.top_p, unit.seed, unit.adapter)
+    if unit.split == "eval":  # best-of-n chooses among these: every objective a policy is evaluated on
+        objectives, records = children.objectives, children.eval_records
+    else:  # fine-tuning chooses among these: the reward's objectives, weighted and constrained
+        from moalign.rl.reward import MultiObjectiveReward
+        from moalign.rl.trainer import load_data
+
+        objectives, records = MultiObjectiveReward(children.train_cfg.reward).all_objectives, load_data(children.train_cfg)[0]
+    return children.pool(unit, spec, objectives, records)
+
+
 def run_eval(ctx: ChildContext, units: list, children: Children | None = None) -> list[tuple[dict, pd.DataFrame | None]]:
     """Unit of work "evaluate policy children": the units of one group (one model load), each read
     back if finished, else built by its strategy and evaluated."""
@@ -313,10 +398,16 @@ def run_eval(ctx: ChildContext, units: list, children: Children | None = None) -
         progress = ctx.config.train.progress and len(pending) > 1
         from tqdm.auto import tqdm
 
-        policies = _strategy(ctx, children).policies(pending)
-        for unit, model, tokenizer in tqdm(policies, total=len(pending), desc=pending[0].group, disable=not progress):
-            out[unit.key] = children.evaluate(unit, model, tokenizer)
-        del policies
+        strategy = _strategy(ctx, children)
+        chosen = strategy.chosen(pending)
+        if chosen is not None:  # samples chosen among scored ones: nothing to load or generate
+            for unit, samples, extra in chosen:
+                out[unit.key] = children.record_chosen(unit, samples, extra)
+        else:
+            policies = strategy.policies(pending)
+            for unit, model, tokenizer in tqdm(policies, total=len(pending), desc=pending[0].group, disable=not progress):
+                out[unit.key] = children.evaluate(unit, model, tokenizer)
+            del policies
     return [out[u.key] for u in units]
 
 

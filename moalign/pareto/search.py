@@ -19,11 +19,11 @@ from pathlib import Path
 import pandas as pd
 
 from moalign.errors import MoalignError
-from moalign.pareto.children import COSTS, ChildContext, Children, as_before, run_eval, run_train
+from moalign.pareto.children import COSTS, ChildContext, Children, as_before, run_eval, run_pool, run_train
 from moalign.pareto.config import SearchConfig
 from moalign.pareto.executors import check_shared_store, make_executor
 from moalign.pareto.strategies import get_strategy
-from moalign.pareto.strategies.base import EvalUnit, base_unit
+from moalign.pareto.strategies.base import EvalUnit, PoolUnit, base_unit
 from moalign.pareto.front import check_reference_point, expected_utility, reference_point
 from moalign.pareto.uncertainty import CONFIDENCE, PolicyScores
 from moalign.pareto.weights import weight_vectors
@@ -120,6 +120,8 @@ def _run_children(config: SearchConfig, children: Children, strategy, ctx: Child
         for unit in units:
             if isinstance(unit, EvalUnit):
                 groups.setdefault(unit.group, []).append(unit)
+            elif isinstance(unit, PoolUnit):
+                calls.append(functools.partial(run_pool, ctx, unit, **extra))
             else:
                 calls.append(functools.partial(run_train, ctx, unit, **extra))
         calls += [functools.partial(run_eval, ctx, group, **extra) for group in groups.values()]

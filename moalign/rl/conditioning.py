@@ -76,7 +76,13 @@ def conditioned_tokenizer(tokenizer, names: list[str], weights):
     """A copy of `tokenizer` whose chat template states `weights` before every user message, so
     that whatever formats prompts through it (evaluation, `moalign generate`, `load_policy`, an
     exported model, the MLflow model) asks the conditioned policy for that trade-off, while each
-    prompt stays itself everywhere else (objectives score it, fronts line policies up by it).
+    prompt stays itself everywhere else (objectives score it, fronts line policies up by it)."""
+    return stating_tokenizer(tokenizer, condition_prompt("", names, weights))
+
+
+def stating_tokenizer(tokenizer, statement: str):
+    """A copy of `tokenizer` whose chat template writes `statement` before every user message (the
+    weights of a conditioned policy, the targets of a Rewards-in-Context one).
 
     A tokenizer without a chat template gets one that writes the statement and the prompt (after
     the BOS token if the tokenizer adds one), the text training gave it.
@@ -84,7 +90,7 @@ def conditioned_tokenizer(tokenizer, names: list[str], weights):
     import copy
     import json
 
-    statement = json.dumps(condition_prompt("", names, weights))  # a Jinja string literal, escapes included
+    literal = json.dumps(statement)  # a Jinja string literal, escapes included
     original = tokenizer.chat_template
     if not original:
         bos = tokenizer.bos_token is not None and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]
@@ -92,9 +98,9 @@ def conditioned_tokenizer(tokenizer, names: list[str], weights):
     # rebinds `messages` for the rest of the template; no whitespace is added before the original
     rewrite = ("{%- set ns = namespace(messages=[]) -%}{%- for message in messages -%}"
                "{%- if message['role'] == 'user' -%}"
-               f"{{%- set ns.messages = ns.messages + [dict(message, content={statement} ~ message['content'])] -%}}"
+               f"{{%- set ns.messages = ns.messages + [dict(message, content={literal} ~ message['content'])] -%}}"
                "{%- else -%}{%- set ns.messages = ns.messages + [message] -%}{%- endif -%}{%- endfor -%}"
                "{%- set messages = ns.messages %}")
-    conditioned = copy.deepcopy(tokenizer)
-    conditioned.chat_template = rewrite + original
-    return conditioned
+    stated = copy.deepcopy(tokenizer)
+    stated.chat_template = rewrite + original
+    return stated

@@ -107,9 +107,10 @@ class RewardConfig:
     objectives: dict = field(default_factory=lambda: {"verbosity": {}})  # {column: {param: value, type: name}}
     weights: list[float] | None = None  # one per objective; default equal
     scalarizer: str = "weighted_sum"  # weighted_sum | chebyshev | augmented_chebyshev | pbi
-    # running (z-score) | fixed (ranges) | group (z-score within each prompt's completions, as TRL's
-    # normalize_then_sum) | none (raw units)
-    normalization: str = "running"
+    # auto (default): group when more than one objective is weighted and prompts have groups of
+    # completions (GDPO), else running | running (z-score) | fixed (ranges) | group (z-score within
+    # each prompt's completions, as TRL's normalize_then_sum) | none (raw units)
+    normalization: str = "auto"
     ranges: dict = field(default_factory=dict)  # {objective: [low, high]} for fixed normalization (constrained ones too)
     constraints: list[str] = field(default_factory=list)  # e.g. ["toxicity <= 0.1"]; at most one per objective
     # lagrangian: reward -= lambda * (value - threshold), lambda learnt by dual ascent | penalty: reward -=
@@ -132,7 +133,7 @@ class RewardConfig:
         _check(isinstance(self.objectives, dict) and len(self.objectives) > 0, "reward.objectives: give at least one objective")
         if isinstance(self.constraints, str):
             self.constraints = [self.constraints]
-        for key, choices in (("scalarizer", SCALARIZERS), ("normalization", NORMALIZATIONS),
+        for key, choices in (("scalarizer", SCALARIZERS), ("normalization", ("auto",) + NORMALIZATIONS),
                              ("constraint_method", CONSTRAINT_METHODS)):
             value = getattr(self, key)
             _check(value in choices, f"reward.{key} must be one of {' | '.join(choices)}, got {value!r}")
@@ -144,6 +145,16 @@ class RewardConfig:
         _check(self.lagrange_max > 0, f"reward.lagrange_max must be > 0, got {self.lagrange_max}")
         _check(self.lagrange_init <= self.lagrange_max,
                f"reward.lagrange_init ({self.lagrange_init}) must be <= reward.lagrange_max ({self.lagrange_max})")
+
+    def resolve_normalization(self, group_size: int | None = None) -> str:
+        """`auto` made concrete: `group` (GDPO; TRL's `normalize_then_sum`) when more than one
+        objective is weighted and samples come in groups of one prompt's completions, since one
+        objective's spread then cannot drown the others'; else `running`. Set in place, so the
+        logged config says which was used."""
+        if self.normalization == "auto":
+            several = len(self.objectives) > 1
+            self.normalization = "group" if several and (group_size is None or group_size > 1) else "running"
+        return self.normalization
 
 
 @dataclass
@@ -233,6 +244,41 @@ class ConditioningConfig:
                    f"conditioning.weights[{i}]: expected {m} non-negative weights (one per objective), not all 0, got {w!r}")
 
 
+SELECTIONS = ("top_k", "rewards_in_context")
+
+
+@dataclass
+class SupervisedConfig:
+    """Supervised fine-tuning on a pool of scored samples instead of RL (`moalign/rl/supervised.py`):
+    `top_k` keeps the k best feasible samples of each prompt under `reward.weights` (rejection
+    sampling fine-tuning: RAFT, ReST); `rewards_in_context` keeps every feasible sample and states
+    its scores in its prompt (Rewards-in-Context), so that one run serves every weight vector."""
+
+    enabled: bool = False
+    pool: str | None = None  # the pool table (a pool run's pool.parquet, see moalign/pool.py)
+    select: str = "top_k"  # top_k | rewards_in_context
+    top_k: int = 1  # top_k: samples kept per prompt, best scalarised first, feasible ones only
+    epochs: int = 2  # passes over the selected samples
+    batch_size: int = 8  # samples per optimizer step
+    lr: float | None = None  # None: optim.lr
+    # > 0: plus kl_coef x the exact per-token KL(policy || reference) on the training tokens, as Quark
+    # anchors its reward-token fine-tuning; 0: plain maximum likelihood on the completions
+    kl_coef: float = 0.0
+
+    def __post_init__(self):
+        _check(self.select in SELECTIONS, f"supervised.select must be one of {' | '.join(SELECTIONS)}, got {self.select!r}")
+        for key in ("top_k", "epochs", "batch_size"):
+            value = getattr(self, key)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                   f"supervised.{key} must be an integer >= 1, got {value!r}")
+        _finite(self.lr, "supervised.lr")
+        _check(self.lr is None or self.lr > 0, f"supervised.lr must be > 0, got {self.lr}")
+        _finite(self.kl_coef, "supervised.kl_coef")
+        _check(self.kl_coef >= 0, f"supervised.kl_coef must be >= 0, got {self.kl_coef}")
+        _check(not self.enabled or bool(self.pool), "supervised.pool is required with supervised.enabled "
+               "(a pool table: a search's pool run writes pool.parquet)")
+
+
 @dataclass
 class TrackingConfig:
     enabled: bool = True
@@ -253,6 +299,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)  # one weight-conditioned policy
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)  # fine-tune on a sample pool instead of RL
     eval_objectives: dict = field(default_factory=dict)  # scored at evaluation only, beside the reward's
     seed: int = 0
     output_dir: str = "moalign_runs"  # checkpoints and adapters, one folder per run
@@ -261,6 +308,7 @@ class TrainConfig:
 
     def __post_init__(self):
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
+        self.reward.resolve_normalization(self.sampling.num_generations)
         if self.algorithm.name in ("rloo", "grpo"):
             _check(self.sampling.num_generations >= 2, f"sampling.num_generations must be >= 2 for algorithm "
                    f"{self.algorithm.name!r} (a group to compare within), got {self.sampling.num_generations}")

@@ -61,6 +61,9 @@ def check_world_size(config, world_size: int | None = None) -> None:
     world_size = launched_world_size() if world_size is None else world_size
     if world_size == 1:
         return
+    if config.supervised.enabled:
+        raise ConfigError("supervised.enabled: supervised fine-tuning runs in one process; start it without "
+                          "torchrun or accelerate launch")
     if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
         raise ConfigError("accelerate config: DeepSpeed is not supported by moalign train; to shard the weights use "
                           "FSDP2 (accelerate launch --use_fsdp --fsdp_version 2)")

@@ -105,3 +105,17 @@ class AdaptiveKLController:
         error = float(np.clip(current_kl / self.target - 1, -0.2, 0.2))
         self.value *= 1 + error * n_steps / self.horizon
         return self.value
+
+
+def exact_kl(logits: "torch.Tensor", ref_logits: "torch.Tensor") -> "torch.Tensor":
+    """KL(pi || ref) of each position's whole next-token distribution, [..., V] -> [...].
+
+    Supervised fine-tuning (moalign/rl/supervised.py) trains on tokens it did not sample, so no
+    sampled-token estimator applies; with both logits at hand the exact divergence is one sum over
+    the vocabulary, and its gradient pulls toward the reference wherever the policy has moved.
+    """
+    import torch
+
+    logp = torch.log_softmax(logits.float(), -1)
+    ref = torch.log_softmax(ref_logits.float(), -1)
+    return (logp.exp() * (logp - ref)).sum(-1)

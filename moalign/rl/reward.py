@@ -43,6 +43,7 @@ class MultiObjectiveReward:
         self.objectives = build_objectives(config.objectives)
         self.names = list(self.objectives)
         self.weights = validate_weights(config.weights, self.names)
+        config.resolve_normalization()  # `auto` outside a TrainConfig: group for several objectives
         self.constraints = [parse_constraint(text) for text in config.constraints]
         constrained = [c.objective for c in self.constraints]
         twice = next((name for name in constrained if constrained.count(name) > 1), None)
@@ -81,16 +82,11 @@ class MultiObjectiveReward:
                                f"a reward needs finite scores (NaN drops a sample)")
         valid = ~np.isnan(values).any(1)
         values[~valid] = np.nan  # a dropped sample stays out of every statistic, its other scores too
-        self.normalizer.update(values[valid])
-        normalized = self.normalizer(values, batch.groups)
+        scalarized, normalized = self._scalarize(values, valid, batch.groups, weights)
         m = len(self.names)
-        F = to_minimize(normalized[:, :m], self.directions)
-        scalarized = np.full(len(values), np.nan)
-        scalarized[valid] = -self.scalarizer(F[valid], self._ideal(values, F, valid, batch.groups),
-                                             None if weights is None else weights[valid])
         reward = scalarized.copy()
         metrics = {"reward/scalarized": _mean(scalarized[valid]), "reward/dropped": int((~valid).sum())}
-        reward[valid] -= self._constraint_costs(values[valid], metrics)
+        reward[valid] -= self._constraint_costs(values[valid], np.asarray(batch.groups)[valid], metrics)
         for j, name in enumerate(self.names):
             metrics[f"rewards/{name}/mean"] = _mean(values[valid, j])
             metrics[f"rewards/{name}/normalized"] = _mean(normalized[valid, j])
@@ -98,6 +94,35 @@ class MultiObjectiveReward:
             metrics[f"rewards/{name}/mean"] = _mean(values[valid, j])
         metrics["reward/total"] = _mean(reward[valid])
         return reward, raw, metrics
+
+    def _scalarize(self, values: np.ndarray, valid: np.ndarray, groups, weights) -> tuple[np.ndarray, np.ndarray]:
+        """(scalarised score, higher is better, NaN where invalid; normalised values): updates the
+        normaliser and the ideal point with the valid rows first."""
+        self.normalizer.update(values[valid])
+        normalized = self.normalizer(values, groups)
+        F = to_minimize(normalized[:, : len(self.names)], self.directions)
+        scalarized = np.full(len(values), np.nan)
+        scalarized[valid] = -self.scalarizer(F[valid], self._ideal(values, F, valid, groups),
+                                             None if weights is None else weights[valid])
+        return scalarized, normalized
+
+    def rank_scores(self, values: np.ndarray, groups) -> np.ndarray:
+        """The scalarised score of already-scored samples (columns in `self.columns` order), higher
+        is better, NaN where a score is missing: what selecting among a pool of samples ranks by.
+        Statistics come from `values` themselves, so call it on a fresh reward."""
+        values = np.array(values, dtype=float)
+        valid = np.isfinite(values).all(1)
+        values[~valid] = np.nan
+        return self._scalarize(values, valid, np.asarray(groups), None)[0]
+
+    def feasible(self, values: np.ndarray) -> np.ndarray:
+        """Whether each row of already-scored samples (columns in `self.columns` order) meets every
+        constraint (a missing score does not)."""
+        ok = np.ones(len(values), dtype=bool)
+        for constraint in self.constraints:
+            gap = constraint.gap(np.asarray(values, dtype=float)[:, self.columns.index(constraint.objective)])
+            ok &= np.nan_to_num(gap, nan=np.inf) <= 0
+        return ok
 
     def _ideal(self, values: np.ndarray, F: np.ndarray, valid: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """The ideal point in today's normalised units: see `moalign.scalarization.ideal`."""
@@ -109,13 +134,14 @@ class MultiObjectiveReward:
         natural = to_minimize(self.ideal.raw[None], self.all_directions)  # its own inverse: back to natural
         return to_minimize(self.normalizer(natural)[:, : F.shape[1]], self.directions)[0]
 
-    def _constraint_costs(self, values: np.ndarray, metrics: dict) -> np.ndarray:
+    def _constraint_costs(self, values: np.ndarray, groups: np.ndarray, metrics: dict) -> np.ndarray:
         """What each valid sample pays for the constraints; updates the multipliers first (Safe
-        RLHF's order: this batch's gap moves lambda, then lambda prices this batch)."""
-        scale = np.broadcast_to(self.normalizer.scale(), (len(self.columns),))
+        RLHF's order: this batch's gap moves lambda, then lambda prices this batch). Gaps count in
+        the normaliser's units for each row (per group under `group`), the reward's own units."""
+        scale = np.broadcast_to(self.normalizer.scale(values, groups), values.shape)
         columns = [self.columns.index(c.objective) for c in self.constraints]
         raw_gaps = [c.gap(values[:, j]) for c, j in zip(self.constraints, columns)]
-        gaps = [gap / scale[j] for gap, j in zip(raw_gaps, columns)]
+        gaps = [gap / scale[:, j] for gap, j in zip(raw_gaps, columns)]
         lagrangian = self.config.constraint_method == "lagrangian"
         if lagrangian:
             self.multipliers.step([_mean(g) if len(g) else None for g in gaps])

@@ -11,11 +11,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-import shutil
 import sys
 import time
-import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,6 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from moalign.data import load_prompt_records, train_eval_split
 from moalign.errors import MoalignError
 from moalign.models import torch_dtype
 from moalign.registry import build_objectives
@@ -37,22 +34,10 @@ from moalign.rl.config import TrainConfig
 from moalign.rl.evaluation import batch_for, evaluate_policy
 from moalign.rl.policy import Policy
 from moalign.rl.reward import MultiObjectiveReward
+from moalign.rl.runs import TrainResult, cost_of, end_run, finish_run, load_data, record_start, start_run  # noqa: F401 (cost_of: re-exported)
 from moalign.rl.sampling import completion_logprobs, generate, grouped_completion_logprobs
 from moalign.rl.sharding import check_resumable, full, full_model_state, full_optimizer_state, load_optimizer_state, root_gathered, shard_policy
 from moalign.tracking import make_tracker
-
-
-@dataclass
-class TrainResult:
-    run_id: str | None
-    run_dir: Path
-    adapter_dir: Path
-    steps: int
-    eval_scores: dict
-    history: pd.DataFrame
-    eval_samples: pd.DataFrame
-    wall_time: float
-    cost: dict | None = None  # the run's cost/... metrics (see `cost_of`)
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -70,35 +55,10 @@ def prompts_for_step(n_records: int, per_step: int, step: int, seed: int) -> lis
     return out
 
 
-def load_data(config: TrainConfig):
-    records = load_prompt_records(config.data.train)
-    if config.data.eval:
-        train_records, eval_records = records, load_prompt_records(config.data.eval)
-    else:
-        train_records, eval_records = train_eval_split(records, config.data.eval_fraction, config.data.split_seed)
-    return train_records, eval_records[: config.data.max_eval_prompts]
-
-
 def forward_passes(algo) -> int:
     """Passes over a step's sequences: sampling, reference log-probs, the sampling policy's
     log-probs (when the KL is in the reward or there are several inner epochs), one per epoch."""
     return 2 + int(algo.kl_in_reward or algo.inner_epochs > 1) + algo.inner_epochs
-
-
-def cost_of(history: list[dict], eval_counts: dict, eval_time: float) -> dict:
-    """A run's cost over all its recorded steps (resumes included) and its final evaluation.
-
-    Tokens are counted per sequence: a pass over a batch counts each sample's non-padding prompt
-    and completion tokens, a prompt shared by a group (prefix sharing) once per sample, so the count
-    does not depend on such optimisations. Wall time is steps and evaluation, not model loading.
-    """
-    return {"cost/train_steps": len(history),
-            # .get: a run resumed from a checkpoint written before tokens were counted
-            "cost/generated_tokens": int(sum(h.get("tokens/generated", 0) for h in history)
-                                         + eval_counts.get("generated_tokens", 0)),
-            "cost/forward_tokens": int(sum(h.get("tokens/forward", 0) for h in history)
-                                       + eval_counts.get("forward_tokens", 0)),
-            "cost/wall_time_s": float(sum(h["time/step"] for h in history)) + eval_time}
 
 
 def check_objective_fields(objectives: dict, records: list[dict]) -> None:
@@ -180,15 +140,6 @@ def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainCon
             "kl_coef": kl_coef, "lr": state["scheduler"].get_last_lr()[0], **timings}
 
 
-def _end_run(tracker, run_id, status: str) -> None:
-    """Mark the run ended. When the tracking server is what failed this fails too (within the
-    tracker's bounded retries): the original error is the one to report, so this one is dropped."""
-    try:
-        tracker.end_run(run_id, status)
-    except MoalignError:
-        pass
-
-
 def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: str | None = None,
           tags: dict | None = None, tracker=None) -> TrainResult:
     """Fine-tune `config.model` under the scalarized reward; see the module docstring.
@@ -196,6 +147,10 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
     `resume_run_id` continues that run from its newest checkpoint, or from step 0 in the same run
     when it was stopped before its first checkpoint.
     """
+    if config.supervised.enabled:  # fine-tuning on a sample pool: its own loop, the same record
+        from moalign.rl.supervised import train_supervised
+
+        return train_supervised(config, resume_run_id, parent_run_id, tags, tracker)
     started = time.perf_counter()
     processes = Processes.launched(config)  # one process, or this one's place among the launcher's
     train_records, eval_records = load_data(config)
@@ -213,8 +168,7 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         tracker = make_tracker(False, config.tracking.experiment, None)
     resume_state = None
     if resume_run_id:
-        run_dir = Path(config.output_dir) / resume_run_id
-        checkpoint_dir = run_dir / "checkpoint"
+        checkpoint_dir = Path(config.output_dir) / resume_run_id / "checkpoint"
         resume_state = load_checkpoint_state(checkpoint_dir)
         if resume_state:
             check_resumable(resume_state["optimizer"], processes.sharded, checkpoint_dir)
@@ -231,25 +185,10 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
     if processes.sharded:  # FSDP2: after the broadcast, so the shards cut one set of weights
         shard_policy(policy, processes.device)
 
-    if resume_run_id:
-        run_id = resume_run_id
-        tracker.resume_run(run_id)
-    else:
-        run_id = tracker.start_run(config.tracking.run_name, tags, parent_run_id)
-        run_dir = Path(config.output_dir) / (run_id or f"untracked-{uuid.uuid4().hex[:12]}")
-        checkpoint_dir = run_dir / "checkpoint"
+    run_id, run_dir = start_run(tracker, config, resume_run_id, tags, parent_run_id)
     run_id, run_dir = processes.broadcast((run_id, run_dir))  # the main process's run
     checkpoint_dir = run_dir / "checkpoint"
-    try:
-        if not resume_state:  # a fresh run, or one stopped before its first checkpoint: same values again
-            tracker.log_params(run_id, {**asdict(config), "objective_params": {n: o.get_params() for n, o in eval_objectives.items()}})
-            tracker.log_dict(run_id, asdict(config), "config.yaml")
-            tracker.set_tags(run_id, {"moalign.checkpoint_dir": str(checkpoint_dir.resolve()), "moalign.kind": "train"})
-        # Steps already in MLflow (logged just before a checkpoint that did not complete) are not logged again.
-        logged_through = (tracker.last_step(run_id, "reward/total") or 0) if resume_run_id else 0
-    except BaseException:
-        _end_run(tracker, run_id, "FAILED")
-        raise
+    logged_through = record_start(tracker, run_id, config, run_dir, eval_objectives, not resume_state, bool(resume_run_id))
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     warmup = config.optim.warmup_steps
@@ -338,13 +277,15 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             if kl_control:
                 kl_control.update(update["kl"])
             n_tokens = int(processes.sum(rollout.completion_mask.sum()))
-            n_forward = forward_passes(algo) * int(processes.sum(rollout.attention_mask.sum()))
+            n_sequence = int(processes.sum(rollout.attention_mask.sum()))
+            n_forward = forward_passes(algo) * n_sequence
             step_time = time.perf_counter() - step_start
             metrics.update(update)
             metrics.update({"time/generate": t_generate, "time/score": t_score, "time/step": step_time,
                             "tokens_per_s": n_tokens / step_time, "samples_per_s": len(batch) / step_time,
                             "completion_tokens/mean": n_tokens / len(batch),
-                            "tokens/generated": n_tokens, "tokens/forward": n_forward})
+                            "tokens/generated": n_tokens, "tokens/forward": n_forward,
+                            "tokens/trained": algo.inner_epochs * n_sequence})
             metrics = {k: float(v) for k, v in metrics.items()}
             # The step is recorded: weights, optimizer, reward and history now agree on `step`.
             history.append({"step": step, **metrics})
@@ -394,25 +335,14 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             where = f"after step {done}"
             if done > last_checkpoint:
                 checkpoint(done)
-        _end_run(tracker, run_id, "KILLED")
+        end_run(tracker, run_id, "KILLED")
         how = ("re-run the same search or pipeline" if parent_run_id else f"moalign train --resume {run_id}")
         print(f"\ninterrupted {where}; run marked KILLED. Continue with: {how}", file=sys.stderr)
         raise
     except BaseException:
-        _end_run(tracker, run_id, "FAILED")
+        end_run(tracker, run_id, "FAILED")
         raise
     finally:
         bar.close()
 
-    eval_scores = {name: float(scores[name].mean()) for name in scores.columns}
-    wall_time = time.perf_counter() - started
-    cost = cost_of(history, eval_counts, t_eval)
-    tracker.log_metrics(run_id, [(config.optim.steps, {**{f"eval/{k}": v for k, v in eval_scores.items()},
-                                                       "train_wall_time_s": wall_time, **cost})])
-    tracker.log_table(run_id, samples, "eval_samples.json")
-    if config.tracking.log_adapter:
-        tracker.log_artifacts(run_id, adapter_dir, "adapter")
-    tracker.end_run(run_id, "FINISHED")
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # only an unfinished run needs it; the adapter stays
-    return TrainResult(run_id, run_dir, adapter_dir, config.optim.steps, eval_scores, pd.DataFrame(history),
-                       samples, wall_time, cost)
+    return finish_run(tracker, run_id, config, run_dir, scores, samples, history, eval_counts, t_eval, started)

@@ -1,9 +1,10 @@
 """Put objectives on comparable scales before weighting them (BLEU is 0-100, toxicity 0-1).
 
 Each normaliser maps every column by one increasing affine map per call (per group for `group`),
-so orders, and hence what a decomposition guarantees, survive normalisation. `scale()` is one
-objective-unit in normalised units; constraints divide their gaps by it so that one penalty or
-Lagrange learning rate fits every objective.
+so orders, and hence what a decomposition guarantees, survive normalisation. `scale(values, groups)`
+is one objective-unit in normalised units, per row; constraints divide their gaps by it so that one
+penalty or Lagrange learning rate fits every objective and a constraint's cost counts in the units
+of the reward it is subtracted from.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ class IdentityNormalizer:
     def __call__(self, values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         return np.asarray(values, dtype=float)
 
-    def scale(self) -> np.ndarray | float:
+    def scale(self, values: np.ndarray | None = None, groups: np.ndarray | None = None) -> np.ndarray | float:
+        """One unit of each column in normalised units, broadcastable against `values` [N, m]."""
         return 1.0
 
     def state_dict(self) -> dict:
@@ -67,7 +69,7 @@ class RunningNormalizer(IdentityNormalizer):
     def __call__(self, values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         return (np.asarray(values, dtype=float) - self.mean) / (self.std + self.eps)
 
-    def scale(self) -> np.ndarray:
+    def scale(self, values: np.ndarray | None = None, groups: np.ndarray | None = None) -> np.ndarray:
         """The running std; 1 (raw units) while it is still zero, i.e. every value seen was equal,
         where dividing by eps would turn a gap of a few words into millions."""
         std = self.std
@@ -91,7 +93,7 @@ class FixedRangeNormalizer(IdentityNormalizer):
     def __call__(self, values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         return (np.asarray(values, dtype=float) - self.low) / (self.high - self.low)
 
-    def scale(self) -> np.ndarray:
+    def scale(self, values: np.ndarray | None = None, groups: np.ndarray | None = None) -> np.ndarray:
         return self.high - self.low
 
 
@@ -99,9 +101,10 @@ class GroupNormalizer(IdentityNormalizer):
     """z-score within each prompt's group, as TRL's `normalize_then_sum` and GDPO do.
 
     (x - group mean) / (group sample std + 1e-4), TRL's std and epsilon; NaN rows are left out of
-    their group's statistics, and a group with one valid member scores 0. A group's spread says
-    nothing about an objective's scale (siblings may agree exactly), so `scale()` is the running
-    std over every valid sample, kept here for constraints.
+    their group's statistics, and a group with one valid member scores 0. `scale(values, groups)`
+    is each row's group std too, so a constraint's cost counts in the same per-group units as the
+    reward it is subtracted from; where a group's siblings agree (std 0, or a group of one) there
+    is no spread to measure in, and the running std over every valid sample stands in.
     """
 
     eps = 1e-4
@@ -120,8 +123,14 @@ class GroupNormalizer(IdentityNormalizer):
         std = by_group.transform("std").fillna(0.0)  # pandas: ddof=1, NaN for a group of one
         return ((frame - by_group.transform("mean")) / (std + self.eps)).to_numpy()
 
-    def scale(self) -> np.ndarray:
-        return self.running.scale()
+    def scale(self, values: np.ndarray | None = None, groups: np.ndarray | None = None) -> np.ndarray:
+        fallback = self.running.scale()
+        if values is None or groups is None:
+            return fallback
+        std = pd.DataFrame(np.asarray(values, dtype=float)).groupby(np.asarray(groups), sort=False).transform("std")
+        std = std.to_numpy()
+        spread = np.isfinite(std) & (std > 1e-9 * (1.0 + np.abs(np.asarray(values, dtype=float))))
+        return np.where(spread, std, np.broadcast_to(fallback, std.shape))
 
     def state_dict(self) -> dict:
         return {"running": self.running.state_dict()}

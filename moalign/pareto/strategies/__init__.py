@@ -11,8 +11,8 @@ import importlib.util
 
 from moalign.errors import ConfigError
 
-# each registered when its module is present (mixing.py and conditioned.py come from other work)
-_ORDER = ("grid", "soups", "adaptive", "mixing", "conditioned")
+# each registered when its module is present
+_ORDER = ("grid", "soups", "adaptive", "mixing", "conditioned", "best_of_n", "rejection", "rewards_in_context")
 
 
 def _available() -> dict[str, str]:

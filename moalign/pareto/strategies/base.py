@@ -6,12 +6,20 @@ the answer is a function of finished children only, a search killed at any momen
 questions again when re-run and gets the same children (resume needs no state of its own), and a
 unit can run in another process: it carries everything but the search's config.
 
-Two kinds of unit:
+Three kinds of unit:
 - `TrainUnit`: train one policy (weights, seed; optionally warm-started from an adapter, with
-  another step count). `Strategy.train_config` turns it into the child's `TrainConfig`.
+  another step count, or fine-tuned on a sample pool). `Strategy.train_config` turns it into the
+  child's `TrainConfig`.
 - `EvalUnit`: evaluate a policy built without training (the base model, a soup, a mix).
   Units with the same `group` are built by one `Strategy.policies` call, which loads what they
-  share (the base model, the endpoint adapters) once and yields each policy in turn.
+  share (the base model, the endpoint adapters) once and yields each policy in turn; or, for a
+  policy that chooses among samples already scored (best-of-n), `Strategy.chosen` gives its
+  evaluation samples directly.
+- `PoolUnit`: sample and score a pool (`moalign.pool`), the shared input of sample-score-select
+  strategies; its row carries the pool table's path.
+
+Helpers are children that are no policy of the front (pools, a conditioned policy's training run):
+their roles are in `HELPER_ROLES`, and `front_rows` leaves them out.
 """
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
-from moalign.pareto.children import child_key, weights_key
+from moalign.pareto.children import HELPER_ROLES, child_key, weights_key
 
 
 @dataclass(frozen=True)
@@ -31,10 +39,33 @@ class TrainUnit:
     role: str = "trained"
     init_adapter: str | None = None  # warm start: this adapter directory instead of a fresh LoRA
     steps: int | None = None  # None: train.optim.steps
+    pool: str | None = None  # fine-tune on this pool table (train.supervised) instead of RL
+    tag: str = ""  # tells apart units of one role, weights and seed (a rejection iteration)
 
     @property
     def key(self) -> str:
-        return child_key(self.role, self.weights, self.seed)
+        return child_key(self.role, self.weights, self.seed, self.tag)
+
+
+@dataclass(frozen=True)
+class PoolUnit:
+    """Sample `n` completions of every prompt of `split` from the base model (or `adapter`) and
+    score them with every objective the search names (`moalign.pool.PoolSpec`)."""
+
+    split: str
+    seed: int
+    n: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    adapter: str | None = None
+    tag: str = ""  # tells apart pools of one split and seed sampled from other policies
+
+    role = "pool"
+    weights = None  # a pool serves every weight vector
+
+    @property
+    def key(self) -> str:
+        return child_key(self.role, None, self.seed, ":".join(t for t in (self.split, self.tag) if t))
 
 
 @dataclass(frozen=True)
@@ -121,6 +152,13 @@ class Strategy:
         for unit in units:
             yield unit, model, tokenizer
 
+    def chosen(self, units: list[EvalUnit]):
+        """None: the units' policies are built (`policies`) and generate their evaluation samples.
+        A strategy whose policies choose among samples already scored (best-of-n) yields instead
+        (unit, evaluation samples with every objective's score, metrics to log) for each unit."""
+        return None
+
     def front_rows(self, rows: list[dict]) -> list[dict]:
-        """The rows that are policies of the front (all, unless a strategy trains helpers)."""
-        return rows
+        """The rows that are policies of the front: all but helpers (pools, training runs that are
+        no point of the front, `HELPER_ROLES`)."""
+        return [r for r in rows if r["role"] not in HELPER_ROLES]

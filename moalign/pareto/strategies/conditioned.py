@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from moalign.pareto.strategies.base import EvalUnit, Strategy, TrainUnit
 
-TRAIN_ROLE = "conditioned-train"
+TRAIN_ROLE = "conditioned-train"  # a helper (children.HELPER_ROLES): no point of the front
 ROLE = "conditioned"
 
 
@@ -63,22 +63,19 @@ class Conditioned(Strategy):
             return
         from pathlib import Path
 
-        from moalign.models import load_causal_lm, load_tokenizer
-        from moalign.policies import _apply
+        from moalign.models import apply_weights, load_causal_lm, load_tokenizer
         from moalign.rl.conditioning import conditioned_tokenizer
 
         model_cfg = self.config.train.model
         tokenizer = load_tokenizer(model_cfg.name, model_cfg.trust_remote_code)
         tokenizer.padding_side = "left"
-        base = load_causal_lm(model_cfg.name, model_cfg.dtype, None, model_cfg.trust_remote_code)
-        model = _apply(base, model_cfg, Path(units[0].source_dirs[0])).eval()  # merged, as load_policy builds it
+        base = load_causal_lm(model_cfg.name, model_cfg.dtype, None, model_cfg.trust_remote_code,
+                             model_cfg.attn_implementation)
+        model = apply_weights(base, model_cfg, Path(units[0].source_dirs[0])).eval()  # merged, as load_policy builds it
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         names = list(self.config.train.reward.objectives)
         for unit in units:
             yield unit, model, conditioned_tokenizer(tokenizer, names, unit.weights)
-
-    def front_rows(self, rows):
-        return [r for r in rows if r["role"] != TRAIN_ROLE]
 
 
 STRATEGY = Conditioned

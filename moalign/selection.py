@@ -1,0 +1,68 @@
+"""Choosing among scored samples: for one weight vector, the feasible samples of each prompt that
+its scalarisation ranks best.
+
+This is the "select" of sample-score-select methods: best-of-n keeps one sample per held-out
+prompt, rejection-sampling fine-tuning keeps the top k of each training prompt. The ranking is the
+reward's own (`MultiObjectiveReward.rank_scores`: the configured normalisation, decomposition and
+weights), computed on the pool as a whole, so a pool's samples are ranked exactly as RL would
+reward them under the same statistics; feasibility is every constraint met by the raw scores.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+
+from moalign.errors import MoalignError
+
+GROUP = "prompt_index"  # the pool's column tying a prompt's samples together
+
+
+def selection_reward(reward_cfg, weights=None):
+    """A fresh `MultiObjectiveReward` for `reward_cfg` at `weights` (None: the config's own)."""
+    from moalign.rl.reward import MultiObjectiveReward
+
+    cfg = copy.deepcopy(reward_cfg)
+    if weights is not None:
+        cfg.weights = [float(w) for w in weights]
+    return MultiObjectiveReward(cfg)
+
+
+def ranked(pool: pd.DataFrame, reward_cfg, weights=None) -> pd.DataFrame:
+    """`pool` with `score` (the scalarised score under `weights`, higher is better), `feasible`
+    and `violation` (the sum of constraint gaps past their thresholds, each over the objective's
+    spread in the pool: how far from feasible a sample is)."""
+    reward = selection_reward(reward_cfg, weights)
+    missing = [c for c in reward.columns if c not in pool.columns]
+    if missing:
+        raise MoalignError(f"the pool has no scores for {missing[0]!r} (it has: "
+                           f"{', '.join(c for c in pool.columns if c not in ('prompt', 'completion', GROUP, 'sample'))}); "
+                           f"sample a pool with the search's objectives")
+    values = pool[reward.columns].to_numpy(dtype=float)
+    out = pool.copy()
+    out["score"] = reward.rank_scores(values, pool[GROUP].to_numpy())
+    out["feasible"] = reward.feasible(values)
+    spread = np.nanstd(values, axis=0)
+    violation = np.zeros(len(pool))
+    for constraint in reward.constraints:
+        j = reward.columns.index(constraint.objective)
+        violation += constraint.violation(values[:, j]) / (spread[j] if spread[j] > 0 else 1.0)
+    out["violation"] = np.nan_to_num(violation, nan=np.inf)
+    return out
+
+
+def top_k(pool: pd.DataFrame, reward_cfg, weights=None, k: int = 1, fallback: bool = False) -> pd.DataFrame:
+    """The `k` best feasible samples of each prompt under `weights`, best first (ties: the earlier
+    sample). `fallback`: a prompt with no feasible sample keeps its least violating one (best-of-n
+    must answer every prompt); otherwise it keeps none (a fine-tune learns only feasible answers).
+    Samples with a missing score are never chosen."""
+    scored = ranked(pool, reward_cfg, weights)
+    scored = scored[np.isfinite(scored["score"])]
+    order = scored.assign(_infeasible=~scored["feasible"], _neg=-scored["score"],
+                          _v=np.where(scored["feasible"], 0.0, scored["violation"]))
+    order = order.sort_values([GROUP, "_infeasible", "_v", "_neg"], kind="stable")
+    has_feasible = order.groupby(GROUP, sort=False)["feasible"].transform("any")
+    order = order[order["feasible"] | (fallback & ~has_feasible)]
+    picked = order.groupby(GROUP, sort=False).head(k)
+    return picked.drop(columns=["_infeasible", "_neg", "_v"])
