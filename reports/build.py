@@ -35,13 +35,13 @@ COSTS = {"cost/train_steps": "training steps (all runs)", "cost/wall_time_s": "w
 
 
 def common_hypervolumes(searches: list[Search]) -> tuple[dict, np.ndarray]:
-    """Hypervolume of each search, with its bootstrap interval, against one reference point (the
-    nadir of all their policies' means), so that searches compare on the same scale."""
+    """Hypervolume of each search's feasible policies, with its bootstrap interval, against one
+    reference point (the nadir of all their policies' means), so that searches compare on the same scale."""
     names = searches[0].objectives
     dirs = [searches[0].directions[n] for n in names]
     union = np.vstack([s.scores.means(names) for s in searches])
     ref = reference_point(union, dirs, "nadir")
-    return {s.name: s.scores.hypervolume(names, dirs, ref, s.n_bootstrap) for s in searches}, ref
+    return {s.name: s.scores.hypervolume(names, dirs, ref, s.n_bootstrap, include=s.feasible) for s in searches}, ref
 
 
 def _common_utilities(searches: list[Search]) -> dict:
@@ -51,7 +51,8 @@ def _common_utilities(searches: list[Search]) -> dict:
     dirs = [searches[0].directions[n] for n in names]
     union = np.vstack([s.scores.means(names) for s in searches])
     W = weight_vectors(COMMON_WEIGHTS, names)
-    return {s.name: expected_utility(s.scores.means(names), dirs, W, scale=union) for s in searches}
+    return {s.name: expected_utility(s.scores.means(names)[s.feasible], dirs, W, scale=union) if s.feasible.any()
+            else float("nan") for s in searches}
 
 
 def _evidence(s: Search) -> str:
@@ -62,10 +63,14 @@ def _evidence(s: Search) -> str:
     return f"{s.n_prompts} evaluation prompts x {seeds}"
 
 
-def _overlaps(common: dict) -> list[str]:
-    """One plain sentence per pair of searches: do their hypervolume intervals overlap?"""
-    lines = []
+def _overlaps(common: dict, oracles: set = frozenset()) -> list[str]:
+    """One plain sentence per pair of searches: do their hypervolume intervals overlap? An oracle
+    search (best-of-n choosing with the references) is a ceiling, compared with no method."""
+    lines = [f"{name}: an oracle ceiling (best-of-n chose among samples by reference-based scores), "
+             f"compared with no other search" for name in common if name in oracles]
     for (a, (hv_a, ci_a)), (b, (hv_b, ci_b)) in itertools.combinations(common.items(), 2):
+        if a in oracles or b in oracles:
+            continue
         pair = f"{a} {interval(hv_a, *ci_a)} vs {b} {interval(hv_b, *ci_b)}"
         if not all(np.isfinite(ci_a + ci_b)):
             lines.append(f"{pair}: no interval for one of them, no comparison possible")
@@ -82,11 +87,20 @@ EU_COLUMN = f"expected utility (common weights: das-dennis, {COMMON_WEIGHTS['n_p
 
 def _summary(searches: list[Search], common: dict, utilities: dict) -> pd.DataFrame:
     return pd.DataFrame([{
-        "search": s.name, "strategy": s.strategy, "policies": len(s.policies), "runs": len(s.runs),
-        "seeds": len(s.seeds), "eval prompts": s.n_prompts, "non-dominated": int(s.policies["non_dominated"].sum()),
+        "search": s.name, "strategy": s.strategy + (" (oracle ceiling)" if s.oracle else ""), "policies": len(s.policies),
+        "runs": len(s.runs), "seeds": len(s.seeds), "eval prompts": s.n_prompts,
+        "left off (infeasible/undecided)": _left_off(s), "non-dominated": int(s.policies["non_dominated"].sum()),
         HV_COLUMN: interval(common[s.name][0], *common[s.name][1]), EU_COLUMN: utilities[s.name],
         "train steps": int(s.runs["train_steps"].sum()), "compute (s)": float(s.runs["wall_time_s"].sum()),
     } for s in searches])
+
+
+def _left_off(s: Search) -> str:
+    """How many policies the constraints kept off the front: infeasible/undecided."""
+    if "feasible" not in s.policies:
+        return "-"
+    counts = s.policies["feasible"].value_counts()
+    return f"{counts.get('infeasible', 0)}/{counts.get('undecided', 0)}"
 
 
 def _policy_table(search: Search) -> pd.DataFrame:
@@ -96,7 +110,7 @@ def _policy_table(search: Search) -> pd.DataFrame:
     table = pol[["role", "weights"]].copy()
     for o in evaluated:
         table[f"{o} [95% CI]"] = [interval(*v) for v in zip(pol[o], pol[f"{o}_ci_low"], pol[f"{o}_ci_high"])]
-    for c in ("n_seeds", "non_dominated", "train_steps", "wall_time_s", "flags", "run_ids"):
+    for c in ("n_seeds", "feasible", "non_dominated", "oracle", "train_steps", "wall_time_s", "flags", "run_ids"):
         if c in pol:
             table[c] = pol[c]
     return table
@@ -235,7 +249,7 @@ def build_report(experiment: str, out: str | Path, run_ids: list[str] | None = N
              f"the common reference point); expected utility uses das-dennis weights "
              f"({COMMON_WEIGHTS['n_partitions']} partitions) and a min-max scale over every policy shown."] + \
         [f"{s.name}: {_evidence(s)}, {s.n_bootstrap} resamples." for s in searches] + cost_notes
-    comparisons = _overlaps(common)
+    comparisons = _overlaps(common, {s.name for s in searches if s.oracle})
 
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>moalign report: {html.escape(experiment)}</title>"
          f"<style>{CSS}</style>{interactive.plotly_script()}</head><body><h1>moalign report: {html.escape(experiment)}</h1>",

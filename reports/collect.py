@@ -33,6 +33,14 @@ class Search:
     samples: dict = field(default_factory=dict)  # policy label -> eval samples DataFrame (its first seed)
     run_samples: dict = field(default_factory=dict)  # run key -> eval samples DataFrame (None: not logged)
     kl: dict = field(default_factory=dict)  # run key -> the trainer's logged `kl` by step (trained runs)
+    oracle: bool = False  # its policies chose among samples with the references' help: a ceiling, no policy
+    constraints: list = field(default_factory=list)  # the search's constraints (moalign.scalarization.Constraint)
+
+    @property
+    def feasible(self):
+        """Mask of the policies that count on the front (all, for a search from before constraints counted)."""
+        return (self.policies["feasible"] == "feasible").to_numpy() if "feasible" in self.policies else \
+            np.ones(len(self.policies), dtype=bool)
 
     @property
     def n_prompts(self) -> int:
@@ -86,7 +94,7 @@ def load_search(tracker, parent) -> Search:
         row.update({f"w_{o}": float(weights[i]) if weights else np.nan for i, o in enumerate(objectives)})
         row.update({k[5:]: v for k, v in metrics.items() if k.startswith("eval/")})
         rows.append(row)
-        samples[key] = tracker.read_table(child.info.run_id, SAMPLES)
+        samples[key] = None if row["role"] in HELPER_ROLES else tracker.read_table(child.info.run_id, SAMPLES)
     order = {role: i for i, role in enumerate(ROLES)}
     runs = pd.DataFrame(rows).sort_values(["role", "weights", "seed"], ascending=[True, False, True],
                                           key=lambda s: s.map(order).fillna(len(order)) if s.name == "role" else s).reset_index(drop=True)
@@ -98,7 +106,12 @@ def load_search(tracker, parent) -> Search:
     ref = np.array(json.loads(tagged)) if tagged else reference_point(scores.means(objectives), dirs, "nadir")
     n_bootstrap = int(params.get("n_bootstrap", 1000))
     bounds = _bounds(params)
-    policies = scores.estimate(objectives, dirs, ref, bounds, n_bootstrap).table
+    from moalign.scalarization import parse_constraint
+
+    constraints = [parse_constraint(c) for c in json.loads(params.get("constraints", "[]"))]
+    policies = scores.estimate(objectives, dirs, ref, bounds, n_bootstrap, constraints=constraints).table
+    oracle = parent.data.tags.get("moalign.oracle") == "true"
+    policies["oracle"] = oracle & (policies["role"] != "base")
     curves, kl = {}, {}
     for _, run in runs[runs["role"] == "trained"].iterrows():
         label = policy_label(run["role"], run["weights"])
@@ -112,7 +125,7 @@ def load_search(tracker, parent) -> Search:
         curves[label if len(scores.seeds) == 1 else f"{label} s{run['seed']}"] = pd.DataFrame(history).sort_index()
     return Search(parent.info.run_id, parent.info.run_name or parent.info.run_id[:8], params.get("strategy", "?"),
                   objectives, directions, dict(parent.data.metrics), policies, runs, scores, bounds, n_bootstrap,
-                  curves, policy_samples(runs, samples), samples, kl)
+                  curves, policy_samples(runs, samples), samples, kl, oracle, constraints)
 
 
 def _parents(tracker, experiment: str, run_ids: list[str]) -> list:

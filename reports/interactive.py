@@ -26,7 +26,8 @@ from moalign.data import atomic_path
 from moalign.pareto.front import non_dominated
 from moalign.reports.labels import interval, policy_label, roles_in
 
-SYMBOLS = {"trained": "circle", "soup": "triangle-up", "mix": "triangle-down", "conditioned": "diamond"}
+SYMBOLS = {"trained": "circle", "soup": "triangle-up", "mix": "triangle-down", "conditioned": "diamond", "best_of_n": "star",
+           "rejection": "hexagon", "rewards_in_context": "pentagon"}
 FLAG_MARKER = {"symbol": "circle-open", "size": 24, "color": "red", "line": {"width": 2}}  # a red ring
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 PANELS_PER_ROW = 3
@@ -83,6 +84,10 @@ def hover_text(row: pd.Series, objectives: Sequence[str], samples: pd.DataFrame 
         lines.append(f"{html.escape(o)}: {interval(float(row[o]), float(low), float(high))}")
     if "seeds" in row:
         lines.append(f"seeds: {html.escape(str(row['seeds']))}")
+    if row.get("feasible", "feasible") != "feasible":
+        lines.append(f"<b>{html.escape(str(row['feasible']))} under the constraints: off the front</b>")
+    if row.get("oracle") is True:
+        lines.append("<b>oracle ceiling</b>: chose among samples with the references' help")
     if isinstance(row.get("flags"), str) and row["flags"]:
         lines.append(f"<b style='color:red'>reward-hacking flags: {html.escape(row['flags'])}</b> (legend in the report)")
     if samples is not None and len(samples):
@@ -121,7 +126,7 @@ def front_figure(searches: Mapping[str, tuple[pd.DataFrame, Mapping[str, pd.Data
     cols = min(len(pairs), PANELS_PER_ROW)
     rows = math.ceil(len(pairs) / cols)
     fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.08, vertical_spacing=0.15 if rows > 1 else 0.1)
-    flag_legend = False  # one legend entry for the flags of every search
+    flag_legend = infeasible_legend = False  # one legend entry for the flags (infeasible policies) of every search
     for i, (name, (table, samples)) in enumerate(searches.items()):
         color = COLORS[i % len(COLORS)]
         table = table.reset_index(drop=True)
@@ -155,7 +160,17 @@ def front_figure(searches: Mapping[str, tuple[pd.DataFrame, Mapping[str, pd.Data
                     customdata=[ids[k] for k in np.flatnonzero(flagged)]), row=r, col=c)
                 flag_legend = flag_legend or p == 0
             pts = table[[x, y]].to_numpy(dtype=float)
-            nd = non_dominated(pts, [directions[x], directions[y]])
+            feasible = (table["feasible"] == "feasible").to_numpy() if "feasible" in table else np.ones(len(pts), dtype=bool)
+            if (~feasible).any():  # crossed out: off the front, whatever its scores
+                fig.add_trace(go.Scatter(
+                    x=table[x][~feasible], y=table[y][~feasible], mode="markers", name="breaks a constraint (or undecided)",
+                    marker={"symbol": "x-thin-open", "size": 16, "color": "black", "line": {"width": 2}},
+                    legendgroup="infeasible", showlegend=p == 0 and not infeasible_legend,
+                    hovertext=[hover[k] for k in np.flatnonzero(~feasible)], hoverinfo="text",
+                    customdata=[ids[k] for k in np.flatnonzero(~feasible)]), row=r, col=c)
+                infeasible_legend = infeasible_legend or p == 0
+            nd = np.zeros(len(pts), dtype=bool)
+            nd[feasible] = non_dominated(pts[feasible], [directions[x], directions[y]])
             front = pts[nd][np.argsort(pts[nd, 0])]
             fig.add_trace(go.Scatter(x=front[:, 0], y=front[:, 1], mode="lines", line={"color": color, "width": 2},
                                      name=f"{name} non-dominated", legendgroup=f"{name} front", showlegend=p == 0,

@@ -5,7 +5,7 @@ import numpy as np
 
 # Every role a front's policy can have, in the order tables and legends list them; a role added
 # by a new strategy and missing here is still drawn (after these), never dropped.
-ROLES = ("base", "trained", "soup", "mix", "conditioned")
+ROLES = ("base", "trained", "soup", "mix", "conditioned", "best_of_n", "rejection", "rewards_in_context")
 
 
 def roles_in(table) -> list[str]:

@@ -15,7 +15,8 @@ import pandas as pd  # noqa: E402
 from moalign.pareto.front import non_dominated  # noqa: E402
 from moalign.reports.labels import roles_in, weights_label  # noqa: E402
 
-MARKERS = {"base": "s", "trained": "o", "soup": "^", "mix": "v", "conditioned": "D"}
+MARKERS = {"base": "s", "trained": "o", "soup": "^", "mix": "v", "conditioned": "D", "best_of_n": "*", "rejection": "h",
+           "rewards_in_context": "p"}
 FLAG_STYLE = {"marker": "o", "facecolors": "none", "edgecolors": "red", "s": 190, "linewidth": 1.5}  # a red ring
 
 
@@ -43,10 +44,19 @@ def _interval_lines(ax, table: pd.DataFrame, x: str, y: str, pts: np.ndarray, co
         draw(pts[ok, 1 - axis], low[ok], high[ok], color=color, alpha=0.5, linewidth=0.8)
 
 
+def _feasible(table: pd.DataFrame) -> np.ndarray:
+    """The policies that count on the front: feasible under the search's constraints."""
+    if "feasible" not in table:
+        return np.ones(len(table), dtype=bool)
+    return (table["feasible"] == "feasible").to_numpy()
+
+
 def plot_front(ax, table: pd.DataFrame, x: str, y: str, directions: dict, label: str = "", color=None):
     """Scatter the policies of one search on (x, y); join its non-dominated points on this pair."""
     pts = table[[x, y]].to_numpy(dtype=float)
-    nd = non_dominated(pts, [directions[x], directions[y]])
+    feasible = _feasible(table)
+    nd = np.zeros(len(pts), dtype=bool)
+    nd[feasible] = non_dominated(pts[feasible], [directions[x], directions[y]])
     color = color or "C0"
     for role in roles_in(table):
         marker = MARKERS.get(role, "P")
@@ -56,6 +66,9 @@ def plot_front(ax, table: pd.DataFrame, x: str, y: str, directions: dict, label:
                        s=60 if role == "base" else 40, alpha=0.9, edgecolor="black", linewidth=0.5,
                        label=f"{label} {role}".strip())
     _interval_lines(ax, table, x, y, pts, color)
+    if (~feasible).any():  # crossed out: off the front, whatever its scores
+        ax.scatter(pts[~feasible, 0], pts[~feasible, 1], marker="x", color="black", s=50, linewidth=1.2,
+                   label="breaks a constraint (or undecided)")
     flagged = _flagged(table)
     if flagged.any():  # ringed in red, the flag letters beside (legend under the report's tables)
         ax.scatter(pts[flagged, 0], pts[flagged, 1], label="reward-hacking flag", **FLAG_STYLE)

@@ -37,13 +37,14 @@ from moalign.tracking import make_tracker, resolve_tracking_uri
 class SearchResult:
     parent_run_id: str | None
     # one row a policy (role, weights): w_<obj>, n_seeds, <objective> (mean over seeds),
-    # <objective>_ci_low/_ci_high, non_dominated, train_steps, generated_tokens, forward_tokens and
-    # wall_time_s (all seeds)
+    # <objective>_ci_low/_ci_high, feasible (feasible | infeasible | undecided under the constraints),
+    # non_dominated (among the feasible), oracle (chosen with the references' help), train_steps,
+    # generated_tokens, forward_tokens, trained_tokens and wall_time_s (all seeds)
     policies: pd.DataFrame
     runs: pd.DataFrame  # one row a child run: key, role, seed, run_id, weights, adapter_dir, <objective>...
     objectives: list[str]
     directions: list[str]
-    hypervolume: float  # of the policies' means
+    hypervolume: float  # of the feasible policies' means
     hypervolume_ci: tuple[float, float]  # 95% bootstrap interval over prompts and seeds
     expected_utility: float
     reference_point: list[float]
@@ -161,7 +162,7 @@ def run_search(config: SearchConfig, tracker=None, executor=None) -> SearchResul
         "bounds": {n: list(b) for n, b in bounds.items()}, "weights": W.round(4).tolist(),
         "reference_point": config.reference_point, "seeds": seeds, "n_bootstrap": config.n_bootstrap,
         "confidence": CONFIDENCE, "model": train_cfg.model.name, "algorithm": train_cfg.algorithm.name,
-        "steps_per_run": train_cfg.optim.steps})
+        "steps_per_run": train_cfg.optim.steps, "constraints": list(train_cfg.reward.constraints)})
     children = Children(tracker, parent_id, sid, train_cfg, names, objectives, eval_records, directions)
     uri = resolve_tracking_uri(train_cfg.tracking.tracking_uri) if train_cfg.tracking.enabled else None
     ctx = ChildContext(config, parent_id, sid, uri)
@@ -179,22 +180,27 @@ def run_search(config: SearchConfig, tracker=None, executor=None) -> SearchResul
     base = scores.table.loc[scores.table["role"] == "base", names].to_numpy(dtype=float)
     ref = reference_point(scores.means(names), directions, config.reference_point, names,
                           base[0] if len(base) else None)
-    front = scores.estimate(names, directions, ref, bounds, config.n_bootstrap)  # seed 0, as the report redraws
+    # seed 0, as the report redraws; only feasible policies make the front
+    front = scores.estimate(names, directions, ref, bounds, config.n_bootstrap, constraints=reward.constraints)
     table = _with_costs(front.table, runs)
-    eu = expected_utility(scores.means(names), directions, W)
+    oracle = bool(getattr(strategy, "oracle", False))
+    table["oracle"] = oracle & (table["role"] != "base")  # chosen with the references' help: a ceiling, no policy
+    feasible = (table["feasible"] == "feasible").to_numpy()
+    eu = expected_utility(scores.means(names)[feasible], directions, W) if feasible.any() else float("nan")
     nd = dict(zip(zip(table["role"], table["weights"]), table["non_dominated"]))
     for run_id, role, weights, reused in zip(runs["run_id"], runs["role"], runs["weights"], runs["reused"]):
         if not reused:  # a reused run's tag speaks of the front of the search that trained it
             tracker.set_tags(run_id, {"moalign.non_dominated": str(bool(nd[(role, weights)])).lower()})
     metrics = {"hypervolume": front.hypervolume, "expected_utility": eu,
                "n_nondominated": int(table["non_dominated"].sum()), "n_policies": len(table), "n_runs": len(runs),
+               "n_infeasible": front.left_out["infeasible"], "n_undecided": front.left_out["undecided"],
                "n_prompts": front.n_prompts, "n_seeds": front.n_seeds, "total_train_steps": int(runs["train_steps"].sum()),
                "total_policy_time_s": float(runs["wall_time_s"].sum()), "wall_time_s": time.perf_counter() - started,
                **cost_totals(pd.DataFrame(children.rows))}
     if front.n_prompts:
         metrics.update(hypervolume_ci_low=front.hypervolume_ci[0], hypervolume_ci_high=front.hypervolume_ci[1])
     tracker.log_metrics(parent_id, [(0, metrics)])
-    tracker.set_tags(parent_id, {"moalign.reference_point": json.dumps(ref.tolist())})
+    tracker.set_tags(parent_id, {"moalign.reference_point": json.dumps(ref.tolist()), "moalign.oracle": str(oracle).lower()})
     if parent_id:
         with tempfile.TemporaryDirectory() as tmp:
             table.to_csv(Path(tmp) / "front.csv", index=False)

@@ -9,6 +9,12 @@ point; the 2.5th and 97.5th percentiles are the interval. `scipy.stats.bootstrap
 axis; two are resampled here, as multinomial counts, so that all resamples are one tensor product.
 With three seeds the seed part of an interval is rough: a bootstrap cannot see more seed-to-seed
 spread than three seeds show.
+
+Constraints are judged the same way (`feasibility`): a policy is `feasible` when the interval of
+every constrained objective's mean lies on the allowed side of its threshold, `infeasible` when
+one lies wholly on the wrong side, `undecided` otherwise. Only feasible policies can be
+non-dominated and count in the hypervolume: a policy that breaks a constraint is no trade-off
+anyone asked for, however good its other scores.
 """
 from __future__ import annotations
 
@@ -36,13 +42,42 @@ def prompt_means(samples: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFra
     return samples.groupby("prompt", sort=False)[list(objectives)].mean()
 
 
+FEASIBLE, INFEASIBLE, UNDECIDED = "feasible", "infeasible", "undecided"
+
+
+def feasibility(table: pd.DataFrame, constraints: Sequence) -> list[str]:
+    """Each policy's verdict on `constraints` (`moalign.scalarization.Constraint`s) from the 95%
+    intervals of its constrained objectives' means (`<objective>_ci_low/_ci_high`; the mean alone
+    where there is no interval, when per-prompt scores are missing)."""
+    verdicts = []
+    for _, row in table.iterrows():
+        verdict = FEASIBLE
+        for c in constraints:
+            mean = row.get(c.objective, np.nan)
+            low, high = row.get(f"{c.objective}_ci_low", np.nan), row.get(f"{c.objective}_ci_high", np.nan)
+            if not np.isfinite(low) or not np.isfinite(high):
+                low = high = mean
+            if not np.isfinite(mean):
+                verdict = UNDECIDED if verdict == FEASIBLE else verdict
+                continue
+            worst, best = (high, low) if c.op == "<=" else (low, high)
+            if c.gap(best) > 0:  # even the interval's best end breaks it
+                verdict = INFEASIBLE
+            elif c.gap(worst) > 0 and verdict == FEASIBLE:
+                verdict = UNDECIDED
+        verdicts.append(verdict)
+    return verdicts
+
+
 @dataclass
 class FrontEstimate:
-    table: pd.DataFrame  # one row a policy: <objective>, <objective>_ci_low, <objective>_ci_high, ..., non_dominated
-    hypervolume: float  # of the policies' means
+    # one row a policy: <objective>, <objective>_ci_low, <objective>_ci_high, ..., feasible, non_dominated
+    table: pd.DataFrame
+    hypervolume: float  # of the feasible policies' means
     hypervolume_ci: tuple[float, float]  # NaN where per-prompt scores are missing
     n_prompts: int  # 0 where per-prompt scores are missing
     n_seeds: int
+    left_out: dict  # {"infeasible": k, "undecided": j}: policies kept off the front by the constraints
 
 
 class PolicyScores:
@@ -118,22 +153,25 @@ class PolicyScores:
             return total / np.tensordot(counts, valid, axes=(1, 1))
 
     def hypervolume(self, front: Sequence[str], directions: Sequence[str], ref_point: np.ndarray,
-                    n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
+                    n_boot: int = 1000, seed: int = 0, include: np.ndarray | None = None) -> tuple[float, tuple[float, float]]:
         """Hypervolume of the policies' means on `front` against `ref_point`, and its percentile
-        interval (NaN without per-prompt scores)."""
-        point = hypervolume(self.means(front), directions, ref_point)
+        interval (NaN without per-prompt scores); `include`: a mask of the policies that count
+        (the feasible ones), default all."""
+        keep = np.ones(len(self.table), dtype=bool) if include is None else np.asarray(include, dtype=bool)
+        point = hypervolume(self.means(front)[keep], directions, ref_point)
         if self.X is None:
             return point, (float("nan"), float("nan"))
         cols = [self.objectives.index(o) for o in front]
-        redrawn = [hypervolume(b[:, cols], directions, ref_point) for b in self.bootstrap(n_boot, seed)]
+        redrawn = [hypervolume(b[keep][:, cols], directions, ref_point) for b in self.bootstrap(n_boot, seed)]
         return point, tuple(float(v) for v in np.nanpercentile(redrawn, [TAIL, 100 - TAIL]))
 
     def estimate(self, front: Sequence[str], directions: Sequence[str], ref_point: np.ndarray,
-                 bounds: Mapping[str, tuple] | None = None, n_boot: int = 1000, seed: int = 0) -> FrontEstimate:
-        """Means with their intervals (clipped to each objective's bounds), the non-dominated set
-        of the means, and the hypervolume of the `front` objectives with its interval."""
+                 bounds: Mapping[str, tuple] | None = None, n_boot: int = 1000, seed: int = 0,
+                 constraints: Sequence = ()) -> FrontEstimate:
+        """Means with their intervals (clipped to each objective's bounds), each policy's
+        feasibility under `constraints`, the non-dominated set of the feasible policies' means, and
+        the hypervolume of the `front` objectives over them, with its interval."""
         table = self.table.copy()
-        table["non_dominated"] = non_dominated(self.means(front), directions)
         low = high = np.full((len(table), len(self.objectives)), np.nan)
         if self.X is not None:
             low, high = np.nanpercentile(self.bootstrap(n_boot, seed), [TAIL, 100 - TAIL], axis=0)
@@ -143,10 +181,16 @@ class PolicyScores:
             lower, upper = (bounds or {}).get(o, (None, None))
             table[f"{o}_ci_low"] = pd.Series(low[:, m]).clip(lower, upper).to_numpy()
             table[f"{o}_ci_high"] = pd.Series(high[:, m]).clip(lower, upper).to_numpy()
-        hv, hv_ci = self.hypervolume(front, directions, ref_point, n_boot, seed)
+        table["feasible"] = feasibility(table, [c for c in constraints if c.objective in self.objectives])
+        keep = (table["feasible"] == FEASIBLE).to_numpy()
+        nd = np.zeros(len(table), dtype=bool)
+        nd[keep] = non_dominated(self.means(front)[keep], directions)
+        table["non_dominated"] = nd
+        hv, hv_ci = self.hypervolume(front, directions, ref_point, n_boot, seed, keep)
         # each mean beside its interval, in the objectives' order
         cols = [c for c in table.columns if not c.endswith(("_ci_low", "_ci_high"))]
         at = cols.index(self.objectives[0])
         ordered = cols[:at] + [c for o in self.objectives for c in (o, f"{o}_ci_low", f"{o}_ci_high")] + \
             [c for c in cols[at:] if c not in self.objectives]
-        return FrontEstimate(table[ordered], hv, hv_ci, self.n_prompts, len(self.seeds))
+        left_out = {v: int((table["feasible"] == v).sum()) for v in (INFEASIBLE, UNDECIDED)}
+        return FrontEstimate(table[ordered], hv, hv_ci, self.n_prompts, len(self.seeds), left_out)
