@@ -150,7 +150,7 @@ def run_pipeline(config: PipelineConfig, searches: list[SearchConfig]) -> dict:
         low, high = result.hypervolume_ci
         print(f"    hypervolume {result.hypervolume:.4g} [95% interval {low:.4g}, {high:.4g}; {result.n_prompts} prompts x "
               f"{len(result.seeds)} seed(s)], {int(result.policies['non_dominated'].sum())}/{len(result.policies)} "
-              f"policies non-dominated", flush=True)
+              f"policies non-dominated{_left_off(result.policies)}", flush=True)
     paths = []
     if config.report.enabled:
         from moalign.reports.build import build_report
@@ -165,6 +165,15 @@ def run_pipeline(config: PipelineConfig, searches: list[SearchConfig]) -> dict:
     print(f"MLflow UI: moalign ui  (store: {resolve_tracking_uri(config.train.tracking.tracking_uri)}), "
           f"experiment {config.train.tracking.experiment!r}")
     return {"searches": results, "report": paths}
+
+
+def _left_off(policies) -> str:
+    """', 2 kept off the front by the constraints (2 infeasible)' where the constraints left some out."""
+    counts = policies["feasible"].value_counts() if "feasible" in policies else {}
+    out = {v: int(counts.get(v, 0)) for v in ("infeasible", "undecided") if counts.get(v, 0)}
+    if not out:
+        return ""
+    return f", {sum(out.values())} kept off the front by the constraints ({', '.join(f'{n} {v}' for v, n in out.items())})"
 
 
 def run_pipeline_file(path: str | Path, overrides: list[str] = ()) -> dict:
