@@ -69,6 +69,13 @@ def _policy_line(record: PolicyRecord) -> str:
     if record.role == "conditioned":
         return (f"weight-conditioned: one RL run for every weight vector, here given weights {weights}, which the "
                 "tokenizer's chat template states before each user message (`[weights: ...]`), as in training")
+    if record.role == "rewards_in_context":
+        return (f"Rewards-in-Context: one supervised run on scored samples for every weight vector, here weights "
+                f"{weights}, whose target scores the tokenizer's chat template states before each user message "
+                "(`[targets: ...]`), as in training")
+    if record.role == "rejection":
+        return ("rejection-sampling fine-tuning: LoRA fine-tuned on the best feasible of several samples per training "
+                "prompt under its weights (adapter merged)")
     return "fine-tuned with RL (LoRA adapter merged)" if record.model.lora else "fine-tuned with RL (all weights)"
 
 
@@ -82,15 +89,26 @@ def _training_rows(record: PolicyRecord, names: list[str]) -> list[tuple[str, st
         reward += " (mixing weights; each endpoint trained on its objective alone)"
     algo, optim = cfg.algorithm, cfg.optim
     kl = f"KL {algo.kl_coef:g} ({algo.kl_estimator}, {'in the reward' if algo.kl_in_reward else 'in the loss'})"
+    sup = cfg.supervised
+    if sup.enabled:  # fine-tuned on a sample pool, not RL
+        chosen = f"each prompt's {sup.top_k} best feasible samples" if sup.select == "top_k" else \
+            "every feasible sample, its scores stated in its prompt"
+        kl = f", KL {sup.kl_coef:g} to the reference (exact, per token)" if sup.kl_coef else ""
+        algo_row = (f"supervised fine-tuning on a pool of scored samples (`{sup.pool}`): {chosen}; {sup.epochs} epochs "
+                    f"of batches of {sup.batch_size}, lr {sup.lr or optim.lr:g}{kl}")
+        steps_row = f"{sup.epochs} epochs"
+    else:
+        algo_row = f"{algo.name}, {kl}"
+        steps_row = f"{optim.steps}{' per endpoint' if record.role == 'soup' else ''}, lr {optim.lr:g}, " \
+                    f"{cfg.sampling.prompts_per_step} prompts x {cfg.sampling.num_generations} samples a step"
     lora = f", LoRA r={cfg.model.lora_r} alpha={cfg.model.lora_alpha:g}" if cfg.model.lora else ", full fine-tuning"
     held_out = f"`{cfg.data.eval}`" if cfg.data.eval else f"{cfg.data.eval_fraction:g} of it, split seed {cfg.data.split_seed}"
     return [
         ("reward weights", reward),
         ("scalarizer", f"{cfg.reward.scalarizer}, {cfg.reward.normalization} normalization"),
         ("constraints", ", ".join(cfg.reward.constraints) or "none"),
-        ("algorithm", f"{algo.name}, {kl}"),
-        ("steps", f"{optim.steps}{' per endpoint' if record.role == 'soup' else ''}, lr {optim.lr:g}, "
-                  f"{cfg.sampling.prompts_per_step} prompts x {cfg.sampling.num_generations} samples a step{lora}"),
+        ("algorithm", algo_row),
+        ("steps", f"{steps_row}{lora}"),
         ("training data", f"`{cfg.data.train}` (held out for evaluation: {held_out})"),
         ("seed", str(cfg.seed)),
     ]
@@ -103,10 +121,11 @@ def model_card(record: PolicyRecord, samples: pd.DataFrame | None = None) -> str
 
     scores = evaluation(record, samples)
     name = record.model.name
-    tags = ["moalign", "multi-objective", "pareto-front", {"soup": "rewarded-soups", "base": "base-model",
-                                                          "conditioned": "weight-conditioned"}.get(record.role, "rl")]
+    tags = ["moalign", "multi-objective", "pareto-front", {
+        "soup": "rewarded-soups", "base": "base-model", "conditioned": "weight-conditioned",
+        "rejection": "rejection-sampling", "rewards_in_context": "rewards-in-context"}.get(record.role, "rl")]
     if record.config is not None and record.role != "base":
-        tags.append(record.config.algorithm.name)
+        tags.append("sft" if record.config.supervised.enabled else record.config.algorithm.name)
     data = ModelCardData(base_model=BUNDLED_SOURCE if name == BUNDLED else name, library_name="transformers",
                          pipeline_tag="text-generation", tags=tags)
     rows = [("base model", _base_name(name)), ("policy", _policy_line(record))]
@@ -165,6 +184,10 @@ def check_exportable(record: PolicyRecord, ref: str) -> None:
         raise MoalignError(f"{ref}: a decoding-time mix runs its {len(record.sources or ())} endpoints side by side at "
                            "every token and has no single set of weights to export; export or register an endpoint, "
                            "or the soup at the same weights, or generate with it (moalign generate)")
+    if record.role == "best_of_n":
+        raise MoalignError(f"{ref}: a best-of-n policy is the base model sampling several answers and choosing one, "
+                           "no weights of its own to export; export the base model (EXPERIMENT/SEARCH@base), or "
+                           "generate with it (moalign generate)")
 
 
 def save_checkpoint(record: PolicyRecord, directory: Path, device: str | None = None) -> None:

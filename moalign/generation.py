@@ -38,10 +38,15 @@ def generate_rows(model, tokenizer, records: list[dict], sampling: SamplingConfi
                   seed: int = 0, batch_prompts: int = 16, progress: bool = True) -> list[dict]:
     """One row a prompt and generation: the input record's fields, `generation` (0-based) and
     `completion`. Seeded per batch as held-out evaluation is (`moalign.rl.evaluation`)."""
+    from moalign.pareto.best_of_n import BestOfN
     from moalign.rl.sampling import generate
 
     rows = []
     model.eval()
+    if isinstance(model, BestOfN):  # n samples a prompt, one answer kept: one row a prompt
+        texts = model.answer(records, sampling.max_new_tokens, use_chat_template, seed)
+        return [{**{k: v for k, v in r.items() if v is not None}, "generation": 0, "completion": t}
+                for r, t in zip(records, texts)]
     with tqdm(total=len(records), desc="generate", unit="prompt", disable=not progress) as bar:
         for start in range(0, len(records), batch_prompts):
             chunk = records[start : start + batch_prompts]

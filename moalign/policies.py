@@ -34,7 +34,8 @@ from moalign.rl.config import ModelConfig, TrainConfig
 
 REF_FORMS = "an MLflow run id, EXPERIMENT/SEARCH@W1,W2[:sSEED], EXPERIMENT/SEARCH@base, or an adapter folder"
 _SEARCH_REF = re.compile(r"(?P<experiment>.+)/(?P<search>[^/@]+)@(?P<policy>[^:@]+)(?::s(?P<seed>\d+))?")
-_KEY = re.compile(r"(?P<role>train|soup|mix|conditioned):(?P<weights>[^:]+):s(?P<seed>-?\d+)")  # children.child_key
+_KEY = re.compile(r"(?P<role>train|soup|mix|conditioned|best_of_n|rejection|rewards_in_context):(?P<weights>[^:]+)"
+                  r":s(?P<seed>-?\d+)")  # children.child_key
 TOLERANCE = 5e-5 + 1e-12  # keys hold weights to 4 decimals
 
 
@@ -42,7 +43,10 @@ TOLERANCE = 5e-5 + 1e-12  # keys hold weights to 4 decimals
 class PolicyRecord:
     """What a policy is, read from MLflow (or an adapter folder) without loading any weights."""
 
-    role: str  # trained | soup | mix | base | conditioned (a weight-conditioned policy told `weights` in its prompts)
+    # trained | soup | mix | base | conditioned (a weight-conditioned policy told `weights` in its prompts) |
+    # rejection (fine-tuned on its best samples) | rewards_in_context (told the targets of `weights` in its prompts) |
+    # best_of_n (the base model sampling `sampling["n"]` answers, keeping the best feasible one under `weights`)
+    role: str
     model: ModelConfig
     run_id: str | None = None  # the policy's own run; None for a bare adapter folder
     # the training config: a soup's is its first endpoint's, the base model's its search's
@@ -51,6 +55,7 @@ class PolicyRecord:
     # where the weights live, one per adapter: a training run's id, or a local folder
     sources: list[str | Path] = field(default_factory=list)
     tracking_uri: str | None = None
+    sampling: dict | None = None  # best_of_n: n, temperature and top_p of its samples
 
 
 @contextmanager
@@ -106,26 +111,47 @@ def _run_record(tracker, run) -> PolicyRecord:
         raise MoalignError(f"run {run_id} is the search {run.info.run_name!r}, not a policy: name one of "
                            f"its policies, e.g. {experiment}/{run.info.run_name}@base")
     role = tags.get("moalign.role") or ("trained" if tags.get("moalign.kind") == "train" else None)
-    if role in ("trained", "conditioned-train"):
+    if role in TRAINED_ROLES:
         origin = _origin(tracker, run)
         config = _config(tracker, origin)
-        # a weight-conditioned run is that policy told the weights it was evaluated at
-        return PolicyRecord("conditioned" if config.conditioning.enabled else "trained", config.model, run_id, config,
-                            config.reward.weights, [origin.info.run_id], tracker.uri)
+        # a weight-conditioned (or Rewards-in-Context) run is that policy told the weights it was evaluated at
+        return PolicyRecord(_trained_kind(config), config.model, run_id, config, config.reward.weights,
+                            [origin.info.run_id], tracker.uri)
     if role in ("soup", "mix"):
         weights = _mix_weights(run)
         endpoints = [_origin(tracker, tracker.get_run(i)) for i in _endpoint_ids(tracker, run, len(weights))]
         config = _config(tracker, endpoints[0])
         return PolicyRecord(role, config.model, run_id, config, weights, [e.info.run_id for e in endpoints], tracker.uri)
-    if role == "conditioned":  # one weight vector of a conditioned search: the training run's weights, told these
+    if role in ("conditioned", "rewards_in_context"):  # one weight vector: the training run's weights, told these
         weights = _mix_weights(run)
         trained = _origin(tracker, tracker.get_run(json.loads(tags["moalign.endpoints"])[0]))
         config = _config(tracker, trained)
-        return PolicyRecord("conditioned", config.model, run_id, config, weights, [trained.info.run_id], tracker.uri)
+        return PolicyRecord(role, config.model, run_id, config, weights, [trained.info.run_id], tracker.uri)
+    if role == "best_of_n":  # the base model sampling n answers, the best feasible one under these weights kept
+        weights = _mix_weights(run)
+        pool = tracker.get_run(json.loads(tags["moalign.endpoints"])[0])
+        config = _config(tracker, run)  # the choosing search's settings (its pool may have served others)
+        n = int(float(pool.data.params.get("pool.n", 1)))
+        return PolicyRecord(role, config.model, run_id, config, weights, [], tracker.uri,
+                            sampling={k: float(pool.data.params.get(f"pool.{k}", d)) for k, d in
+                                      (("n", n), ("temperature", 1.0), ("top_p", 1.0))})
     if role == "base":
         config = _search_config(tracker, run)
         return PolicyRecord("base", config.model, run_id, config, tracking_uri=tracker.uri)
     raise MoalignError(f"run {run_id} is not a policy made by moalign train or search (no moalign.role tag)")
+
+
+# runs whose weights are a trained policy: RL, weight-conditioned, rejection sampling or Rewards-in-Context fine-tunes
+TRAINED_ROLES = ("trained", "conditioned-train", "rejection", "rejection-iteration", "rewards_in_context-train")
+
+
+def _trained_kind(config: TrainConfig) -> str:
+    """What a training run's policy is, from its config."""
+    if config.conditioning.enabled:
+        return "conditioned"
+    if config.supervised.enabled:
+        return "rewards_in_context" if config.supervised.select == "rewards_in_context" else "rejection"
+    return "trained"
 
 
 def _origin(tracker, run):
@@ -189,7 +215,9 @@ def _search_config(tracker, base) -> TrainConfig:
     """The base model's settings: those of a training run of its search (every search has one)."""
     parent_id = base.data.tags.get("mlflow.parentRunId")
     children = _children(tracker, tracker.get_run(parent_id)) if parent_id else {}
-    trained = [run_id for key, run_id in children.items() if key.startswith(("train:", "conditioned-train:"))]
+    # any child that logged its training config: a trained run, or a sample pool (a best-of-n search has no other)
+    trained = [run_id for key, run_id in children.items()
+               if key.startswith(("train:", "conditioned-train:", "rejection:", "rewards_in_context-train:", "pool:"))]
     if not trained:
         raise MoalignError(f"base run {base.info.run_id}: its search has no finished training run to read "
                            f"the model settings from")
@@ -304,6 +332,10 @@ def build_policy(record: PolicyRecord, device: str | None = None):
     from moalign.models import apply_weights, load_causal_lm, load_tokenizer
     from moalign.tracking import MlflowTracker
 
+    if record.role == "best_of_n":
+        from moalign.pareto.best_of_n import BestOfN
+
+        BestOfN.check_reference_free(record)
     model_cfg = record.model
     tracker = MlflowTracker(None, record.tracking_uri) if record.run_id else None
     with tempfile.TemporaryDirectory(prefix="moalign-policy-") as scratch:
@@ -321,13 +353,23 @@ def build_policy(record: PolicyRecord, device: str | None = None):
                                    model_cfg.attn_implementation)
             if dirs:
                 model = apply_weights(model, model_cfg, dirs[0])
+        names = list(record.config.reward.objectives) if record.config else []
+        weights = record.weights or [1.0] * len(names)  # None: equal
+        if record.role == "rewards_in_context":  # the scale travels with the adapter: read before the scratch goes
+            from moalign.rl.rewards_in_context import ScoreScale, targets_tokenizer
+
+            scale = ScoreScale.load(dirs[0])
+            tokenizer = targets_tokenizer(tokenizer, scale.names, scale.targets(weights))
     if record.role == "conditioned":  # its chat template states the weights, wherever prompts go through it
         from moalign.rl.conditioning import conditioned_tokenizer
 
-        names = list(record.config.reward.objectives)
-        tokenizer = conditioned_tokenizer(tokenizer, names, record.weights or [1.0] * len(names))  # None: equal
+        tokenizer = conditioned_tokenizer(tokenizer, names, weights)
     tokenizer.padding_side = "left"  # generation continues from the right edge of every row
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if record.role == "best_of_n":
+        from moalign.pareto.best_of_n import BestOfN
+
+        model = BestOfN(model.eval(), tokenizer, record.config, weights, **record.sampling)
     return model.eval(), tokenizer
 
 

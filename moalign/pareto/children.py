@@ -263,6 +263,8 @@ class Children:
         generated here, so its own cost is the choosing; what the samples cost is their pool's."""
         t0 = time.perf_counter()
         run_id = self._open_eval(unit)
+        # what `load_policy` rebuilds it from: the search's settings (its scalarisation, constraints, model)
+        self.tracker.log_dict(run_id, asdict(self.train_cfg), "config.yaml")
         return self._close_eval(unit, run_id, samples, cost_metrics(0, 0, 0, time.perf_counter() - t0), extra)
 
     def pool(self, unit, spec, objectives: dict, records: list[dict]) -> tuple[dict, None]:
@@ -285,6 +287,7 @@ class Children:
             self.tracker.log_params(run_id, {**{f"pool.{k}": v for k, v in asdict(spec).items()},
                                              "pool.objectives": sorted(objectives), "pool.prompts": len(records),
                                              "pool.max_new_tokens": self.train_cfg.sampling.max_new_tokens})
+            self.tracker.log_dict(run_id, asdict(self.train_cfg), "config.yaml")  # the model and data it sampled
         else:
             self.tracker.resume_run(run_id)
         folder = Path(self.train_cfg.output_dir) / (run_id or f"untracked-pool-{phash}")
