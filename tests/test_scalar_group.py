@@ -47,3 +47,38 @@ def test_the_group_ideal_is_the_groups_best_on_each_objective(scalarizer):
     rewards, _, _ = make_reward(("maximize", "minimize"), normalization="group", scalarizer=scalarizer)(make_batch(rows, GROUPS))
     assert rewards[1] == pytest.approx(0.0, abs=1e-12) and rewards[6] == 0.0
     assert np.all(rewards[[0, 2, 3, 4, 5]] < 0)  # no one else is best on both within their group
+
+
+def test_constraint_costs_count_in_each_groups_own_units():
+    """Under group normalisation a sample's reward is in its group's z-scores, so what a constraint
+    takes off is its gap over the same group's spread: one penalty then weighs alike in a group
+    whose lengths vary by 2 words and in one where they vary by 20 (by the running std over all
+    samples, the first group's violations would barely count beside its z-scores)."""
+    rows = np.array([[0.2, 21], [0.8, 22], [0.5, 23], [0.1, 30], [0.9, 50], [0.4, 40]])
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    reward = make_reward(("maximize", "minimize"), normalization="group", constraints=["b <= 20"],
+                         constraint_method="penalty", constraint_penalty=1.0)
+    free = make_reward(("maximize", "minimize"), normalization="group")
+    cost = free(make_batch(rows, groups))[0] - reward(make_batch(rows, groups))[0]
+    for g in (0, 1):
+        b = rows[groups == g, 1]
+        np.testing.assert_allclose(cost[groups == g], (b - 20) / b.std(ddof=1))
+    # siblings that agree exactly have no spread to count in: the running std over all samples stands in
+    same = np.array([[0.2, 25], [0.8, 25], [0.5, 30], [0.1, 50]])
+    reward = make_reward(("maximize", "minimize"), normalization="group", constraints=["b <= 20"],
+                         constraint_method="penalty", constraint_penalty=1.0)
+    cost = free(make_batch(same, [0, 0, 1, 1]))[0] - reward(make_batch(same, [0, 0, 1, 1]))[0]
+    np.testing.assert_allclose(cost[:2], 5 / same[:, 1].std(ddof=1))
+
+
+def test_group_normalisation_is_the_default_for_several_objectives():
+    from moalign.rl.config import AlgorithmConfig, RewardConfig, SamplingConfig, TrainConfig
+
+    two = {"chrf": {}, "verbosity": {}}
+    assert TrainConfig(reward=RewardConfig(objectives=two)).reward.normalization == "group"
+    assert TrainConfig(reward=RewardConfig(objectives={"chrf": {}})).reward.normalization == "running"
+    # a group of one scores 0 under group normalisation: one sample a prompt keeps running statistics
+    single = TrainConfig(reward=RewardConfig(objectives=two), sampling=SamplingConfig(num_generations=1),
+                         algorithm=AlgorithmConfig(name="reinforce"))
+    assert single.reward.normalization == "running"
+    assert TrainConfig(reward=RewardConfig(objectives=two, normalization="running")).reward.normalization == "running"

@@ -45,6 +45,8 @@ def make_batch(rows, groups=None) -> Batch:
 
 
 def make_reward(directions=("maximize", "maximize"), **config) -> MultiObjectiveReward:
-    """Objectives named a, b, ... reading columns 0, 1, ... in the given directions."""
+    """Objectives named a, b, ... reading columns 0, 1, ... in the given directions; `running`
+    normalisation unless another is named (these tests pin a normaliser's behaviour, not the default)."""
     objectives = {chr(ord("a") + i): Column(i, d) for i, d in enumerate(directions)}
+    config.setdefault("normalization", "running")
     return MultiObjectiveReward(RewardConfig(objectives=objectives, **config))
