@@ -105,7 +105,8 @@ def _cmd_report(args) -> int:
 def _cmd_generate(args) -> int:
     from moalign.generation import generate_file
 
-    n = generate_file(args.run, args.data, args.out, args.set, args.seed, args.tracking_uri, progress=not args.quiet)
+    n = generate_file(args.run, args.data, args.out, args.set, args.seed, args.tracking_uri, progress=not args.quiet,
+                      targets=args.targets)
     print(f"wrote {n} rows to {args.out}")
     return 0
 
@@ -178,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the run's held-out sampling (eval_temperature, eval_num_generations, "
                         "max_new_tokens, top_k, top_p)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (when eval_temperature > 0)")
+    p.add_argument("--targets", metavar="OBJ=SCORE,...", help="a Rewards-in-Context policy: ask for these stated "
+                   "scores (its normalised units, higher is better) instead of its weights' targets")
     p.add_argument("--tracking-uri", help=uri_help)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_generate)

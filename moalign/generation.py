@@ -4,6 +4,7 @@ prompts the way its front scores were measured."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -81,11 +82,38 @@ def check_output(path: str | Path) -> Path:
     return check_writable(path)
 
 
+def parse_targets(text: str, record) -> list[float]:
+    """`--targets chrf=1.2,verbosity=-0.3`: one stated score per objective of a Rewards-in-Context
+    policy, in its objectives' order; anything else is one ConfigError line."""
+    if record.role != "rewards_in_context":
+        raise ConfigError(f"--targets: only a Rewards-in-Context policy is told target scores; this one is {record.role!r}")
+    names = list(record.config.reward.objectives)
+    given = {}
+    for item in str(text).split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(f"--targets {text!r}: expected OBJECTIVE=SCORE,... (objectives: {', '.join(names)})")
+        if name not in names:
+            raise ConfigError(f"--targets: unknown objective {name!r} (the policy's: {', '.join(names)})")
+        try:
+            given[name] = float(value)
+        except ValueError:
+            raise ConfigError(f"--targets: {name}={value!r} is not a number") from None
+        if not math.isfinite(given[name]):
+            raise ConfigError(f"--targets: {name}={value!r} is not a finite number")
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise ConfigError(f"--targets: no score for {missing[0]!r} (give one for each of {', '.join(names)})")
+    return [given[n] for n in names]
+
+
 def generate_file(ref: str, data: str | Path, out: str | Path, overrides: list[str] = (), seed: int = 0,
-                  tracking_uri: str | None = None, progress: bool = True) -> int:
+                  tracking_uri: str | None = None, progress: bool = True, targets: str | None = None) -> int:
     """Write the completions of policy `ref` (see `moalign.load_policy`) for the prompts in `data`
     to `out`; returns the number of rows. Everything about the input is checked before the model
-    loads, and nothing is written unless generation completes."""
+    loads, and nothing is written unless generation completes. `targets`: for a Rewards-in-Context
+    policy, the stated scores to ask for (`parse_targets`) instead of those of its weights."""
     from moalign.data import load_prompt_records
     from moalign.policies import build_policy, find_policy
 
@@ -93,8 +121,9 @@ def generate_file(ref: str, data: str | Path, out: str | Path, overrides: list[s
     check_output(out)
     records = load_prompt_records(data)
     record = find_policy(ref, tracking_uri)
+    asked = parse_targets(targets, record) if targets is not None else None
     sampling = sampling_settings(record.config.sampling if record.config else SamplingConfig(), overrides)
-    model, tokenizer = build_policy(record)
+    model, tokenizer = build_policy(record, targets=asked)
     rows = generate_rows(model, tokenizer, records, sampling, record.model.use_chat_template, seed, progress=progress)
     write_jsonl(rows, out)
     return len(rows)

@@ -324,11 +324,12 @@ def weights_dir(source: str | Path, tracker, scratch: Path) -> Path:
         return Path(tracker.client.download_artifacts(source, "adapter", str(scratch)))
 
 
-def build_policy(record: PolicyRecord, device: str | None = None):
+def build_policy(record: PolicyRecord, device: str | None = None, targets: list[float] | None = None):
     """(model, tokenizer) for `record`: the adapter (or the soup's mix) merged into the base
     model's weights, so the model is a plain transformers model, the one `export` saves; a
     decoding-time mix is a `moalign.pareto.mixing.MixedPolicy`, which generates but has nothing
-    to save (it runs its endpoints side by side)."""
+    to save (it runs its endpoints side by side). `targets`: a Rewards-in-Context policy told these
+    stated scores instead of those of its weights."""
     from moalign.models import apply_weights, load_causal_lm, load_tokenizer
     from moalign.tracking import MlflowTracker
 
@@ -359,7 +360,7 @@ def build_policy(record: PolicyRecord, device: str | None = None):
             from moalign.rl.rewards_in_context import ScoreScale, targets_tokenizer
 
             scale = ScoreScale.load(dirs[0])
-            tokenizer = targets_tokenizer(tokenizer, scale.names, scale.targets(weights))
+            tokenizer = targets_tokenizer(tokenizer, scale.names, scale.targets(weights) if targets is None else targets)
     if record.role == "conditioned":  # its chat template states the weights, wherever prompts go through it
         from moalign.rl.conditioning import conditioned_tokenizer
 

@@ -36,9 +36,10 @@ def ranked(pool: pd.DataFrame, reward_cfg, weights=None) -> pd.DataFrame:
     reward = selection_reward(reward_cfg, weights)
     missing = [c for c in reward.columns if c not in pool.columns]
     if missing:
-        raise MoalignError(f"the pool has no scores for {missing[0]!r} (it has: "
-                           f"{', '.join(c for c in pool.columns if c not in ('prompt', 'completion', GROUP, 'sample'))}); "
-                           f"sample a pool with the search's objectives")
+        scored = [c for c in pool.columns if c not in ("prompt", "completion", GROUP, "sample", "completion_tokens",
+                                                      "sequence_tokens", "seconds")]
+        raise MoalignError(f"the pool has no scores for {missing[0]!r} (it scores: {', '.join(scored) or 'nothing'}); "
+                           f"sample a pool with the objectives of the reward")
     values = pool[reward.columns].to_numpy(dtype=float)
     out = pool.copy()
     out["score"] = reward.rank_scores(values, pool[GROUP].to_numpy())

@@ -106,7 +106,42 @@ LATIN1 = '{"prompt": "caf\xe9", "completion": "x"}\n'.encode("latin-1")
 UTF16 = codecs.BOM_UTF16_LE + '{"prompt": "p", "completion": "x"}\n'.encode("utf-16-le")
 DEEP = ("[" * 100_000 + "]" * 100_000 + "\n").encode()
 
+def _pool_without_scores(ws) -> str:
+    import pandas as pd
+
+    path = ws.root / "pool.parquet"
+    pd.DataFrame({"prompt_index": [0], "prompt": ["the cat"], "completion": ["a cat"]}).to_parquet(path)
+    return str(path)
+
+
+def _search(spec: str) -> str:
+    return f"searches=[{spec}]"
+
+
 CASES = {
+    # sample-score-select strategies and supervised fine-tuning (issue 15)
+    "best_of_n n=0": (lambda ws: ws.pipeline("--set", _search("{strategy: best_of_n, options: {n: 0}}")),
+                      "searches[0].options.n must be an integer >= 1"),
+    "rejection top_k > n": (lambda ws: ws.pipeline("--set", _search("{strategy: rejection, options: {n: 2, top_k: 3}}")),
+                            "options.top_k (3) must be <= options.n (2)"),
+    "rejection iterations=0": (lambda ws: ws.pipeline("--set", _search("{strategy: rejection, options: {iterations: 0}}")),
+                               "options.iterations must be an integer >= 1"),
+    "rewards_in_context temperature=0": (lambda ws: ws.pipeline("--set", _search("{strategy: rewards_in_context, "
+                                                                                  "options: {temperature: 0}}")),
+                                         "options.temperature must be a number > 0"),
+    "best_of_n all weights zero": (lambda ws: ws.pipeline("--set", _search("{strategy: best_of_n, weights: [[0]]}")),
+                                   "searches[0].weights: at least one weight must be positive"),
+    "supervised without a pool": (lambda ws: ws.train("--set", "supervised.enabled=true"), "supervised.pool is required"),
+    "supervised.select=best": (lambda ws: ws.train("--set", "supervised.select=best"), "supervised.select must be one of"),
+    "supervised.epochs=0": (lambda ws: ws.train("--set", "supervised.epochs=0"), "supervised.epochs must be an integer >= 1"),
+    "supervised.kl_coef=-1": (lambda ws: ws.train("--set", "supervised.kl_coef=-1"), "supervised.kl_coef must be >= 0"),
+    "supervised pool missing": (lambda ws: ws.train("--set", "supervised.enabled=true", "--set",
+                                                    f"supervised.pool={ws.root / 'none.parquet'}"), "none.parquet is not a file"),
+    "supervised pool not parquet": (lambda ws: ws.train("--set", "supervised.enabled=true", "--set",
+                                                        f"supervised.pool={ws.prompts}"), "is not a pool table"),
+    "supervised pool lacks an objective": (lambda ws: ws.train("--set", "supervised.enabled=true", "--set",
+                                                               f"supervised.pool={_pool_without_scores(ws)}"),
+                                           "pool.parquet: the pool has no scores for 'verbosity'"),
     # data files (moalign evaluate)
     "jsonl-latin1": (lambda ws: ws.evaluate(ws.write("d.jsonl", LATIN1)), "d.jsonl:1: not UTF-8"),
     "csv-latin1": (lambda ws: ws.evaluate(ws.write("d.csv", b"prompt,completion\ncaf\xe9,x\n")), "d.csv:2: not UTF-8"),

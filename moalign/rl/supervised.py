@@ -45,10 +45,19 @@ from moalign.tracking import make_tracker
 def supervised_examples(config, reward: MultiObjectiveReward) -> tuple[list[str], list[str], ScoreScale | None, dict]:
     """(prompts, completions, the score scale of a Rewards-in-Context run or None, counts to log)."""
     from moalign.pool import read_pool
-    from moalign.selection import ranked, top_k
 
     sup = config.supervised
     pool = read_pool(sup.pool)
+    try:
+        return _examples(config, reward, pool)
+    except MoalignError as exc:
+        raise MoalignError(f"supervised.pool: {sup.pool}: {exc}") from None
+
+
+def _examples(config, reward, pool):
+    from moalign.selection import ranked, top_k
+
+    sup = config.supervised
     counts = {"pool/samples": len(pool), "pool/prompts": int(pool["prompt_index"].nunique())}
     scale = None
     if sup.select == "top_k":
@@ -62,7 +71,7 @@ def supervised_examples(config, reward: MultiObjectiveReward) -> tuple[list[str]
             scale = ScoreScale.fit(values, reward.names, reward.directions)
         prompts = [target_prompt(p, reward.names, s) for p, s in zip(chosen["prompt"], scale.state(values) if scale else [])]
     if not len(chosen):
-        raise MoalignError(f"supervised.pool: none of the pool's {len(pool)} samples is feasible under "
+        raise MoalignError(f"none of its {len(pool)} samples is feasible under "
                            f"{', '.join(config.reward.constraints)}: loosen the constraints or sample more per prompt")
     counts.update({"examples": len(chosen), "examples/prompts": int(chosen["prompt_index"].nunique())})
     return prompts, chosen["completion"].tolist(), scale, counts
