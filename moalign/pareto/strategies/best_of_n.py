@@ -40,6 +40,16 @@ class BestOfN(Pooled):
                     units.append(unit)
         return units
 
+    @property
+    def oracle(self) -> bool:
+        """Whether choosing reads references (chrF, BLEU, ROUGE): a choice no policy could make on a
+        new prompt, so the front is a ceiling, not policies. (Fine-tuning on samples chosen that way,
+        as `rejection` does on training prompts, is no oracle: the references are training data.)"""
+        from moalign.rl.reward import MultiObjectiveReward
+
+        reward = MultiObjectiveReward(self.config.train.reward)
+        return any("references" in o.requires for o in reward.all_objectives.values())
+
     def chosen(self, units):
         if units[0].role != ROLE:
             return None

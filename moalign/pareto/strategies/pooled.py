@@ -38,12 +38,3 @@ class Pooled(Strategy):
     def pool_unit(self, seed: int, adapter: str | None = None, tag: str = "") -> PoolUnit:
         o = self.options
         return PoolUnit(self.split, seed, o.n, float(o.temperature), float(o.top_p), adapter, tag)
-
-    @property
-    def oracle(self) -> bool:
-        """Whether choosing among samples reads references (chrF, BLEU, ROUGE): a choice no policy
-        could make on a new prompt, so a front chosen that way is a ceiling, not a policy."""
-        from moalign.rl.reward import MultiObjectiveReward
-
-        reward = MultiObjectiveReward(self.config.train.reward)
-        return any("references" in o.requires for o in reward.all_objectives.values())
