@@ -1,6 +1,7 @@
 """Sampling groups of completions and computing their token log-probabilities."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,31 @@ def _is_hf_model(model) -> bool:
     from transformers import PreTrainedModel
 
     return isinstance(model, (PreTrainedModel, PeftModel))
+
+
+@contextmanager
+def owned_generation(model):
+    """Generation from moalign's own settings only: the model's `generation_config` (what its
+    checkpoint's generation_config.json said) is swapped for one that keeps its special token ids
+    and nothing else while `model` generates. Otherwise transformers fills every field a call leaves
+    unset from it, and a checkpoint's repetition_penalty or min_p would make training sample from
+    another distribution than the one its loss and KL differentiate, and make one front's policies
+    decode by different rules. Objects that are no transformers model (a decoding-time mix) apply
+    their own warpers and are left alone."""
+    from transformers import GenerationConfig
+
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    original = getattr(target, "generation_config", None) if _is_hf_model(model) else None
+    if original is None:
+        yield
+        return
+    ids = {k: getattr(original, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")}
+    # transformers fills what a call leaves unset from `model.generation_config`: now this one's defaults
+    target.generation_config = GenerationConfig(**{k: v for k, v in ids.items() if v is not None})
+    try:
+        yield
+    finally:
+        target.generation_config = original
 
 
 @dataclass
@@ -76,13 +102,15 @@ def generate(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, 
     kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                   eos_token_id=tokenizer.eos_token_id, **sampling, **({"synced_gpus": True} if synced else {}))
     out = None
-    if static_cache:
-        kwargs["cache_implementation"] = "static"
-    elif share_prompt and n > 1 and _is_hf_model(model):
-        out = generate_from_shared_prompts(model, prompt_ids, prompt_mask, n, **kwargs)
-    ids, mask = prompt_ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0)
-    if out is None:
-        out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    hf = _is_hf_model(model)
+    with owned_generation(model):
+        if static_cache and hf:  # a decoding-time mix runs its own loop, with its own caches
+            kwargs["cache_implementation"] = "static"
+        elif share_prompt and n > 1 and hf:
+            out = generate_from_shared_prompts(model, prompt_ids, prompt_mask, n, **kwargs)
+        ids, mask = prompt_ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0)
+        if out is None:
+            out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
     completion = out[:, ids.shape[1]:]
     # Keep tokens up to and including the first EOS: stopping is one of the policy's actions.
     is_eos = completion == tokenizer.eos_token_id
