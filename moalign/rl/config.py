@@ -81,6 +81,8 @@ class SamplingConfig:
     prompts_per_step: int = 4
     max_new_tokens: int = 32
     temperature: float = 1.0
+    # Truncation of held-out sampling (eval_temperature > 0); RL training refuses it (see TrainConfig):
+    # the loss and the KL estimators differentiate the untruncated distribution
     top_k: int = 0  # 0: off
     top_p: float = 1.0
     eval_num_generations: int = 1
@@ -309,6 +311,11 @@ class TrainConfig:
     def __post_init__(self):
         _check(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
         self.reward.resolve_normalization(self.sampling.num_generations)
+        if not self.supervised.enabled:  # RL differentiates log-probs of the samples it draws
+            _check(self.sampling.top_k == 0 and self.sampling.top_p == 1.0,
+                   "sampling.top_k and sampling.top_p must stay 0 and 1 for RL training: they truncate what training "
+                   "samples while the loss and the KL anchor differentiate the whole distribution (off-policy); to "
+                   "sample a trained policy that way, give them to moalign generate --set")
         if self.algorithm.name in ("rloo", "grpo"):
             _check(self.sampling.num_generations >= 2, f"sampling.num_generations must be >= 2 for algorithm "
                    f"{self.algorithm.name!r} (a group to compare within), got {self.sampling.num_generations}")

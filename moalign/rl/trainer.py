@@ -97,22 +97,34 @@ def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainCon
         return completion_logprobs(model, ids[c], attn[c], T, temp, with_entropy)
 
     t0 = time.perf_counter()
+    # In eval mode, as the samples were drawn: a base model with dropout (GPT-2, OPT) would otherwise
+    # give a noisy reference, and an in-reward KL that is not 0 where the policy is the reference.
+    was_training = policy.model.training
+    policy.model.eval()
     with torch.no_grad(), policy.autocast(optim.bf16), policy.as_reference() as reference:
         ref_lp = torch.cat([logprobs(reference, c)[0] for c in chunks])
     old_lp = None
     if algo.kl_in_reward or algo.inner_epochs > 1:  # the sampling policy's log-probs, before any update
         with torch.no_grad(), policy.autocast(optim.bf16):
             old_lp = torch.cat([logprobs(policy.model, c)[0] for c in chunks])
+    policy.model.train(was_training)
     timings["time/reference"] = time.perf_counter() - t0
 
+    in_reward = {}
     if algo.kl_in_reward and kl_coef > 0:
-        rewards = rewards - kl_coef * sequence_kl(old_lp, ref_lp, mask, algo.kl_estimator)
+        penalty = sequence_kl(old_lp, ref_lp, mask, algo.kl_estimator)
+        rewards = rewards - kl_coef * penalty
+        kept = np.isfinite(rewards)
+        in_reward = {"kl/in_reward": float(penalty[kept].sum()), "_in_reward_n": float(kept.sum())}
     all_adv = advantages_for(algo, np.asarray(processes.gather(list(rewards))), G, state)  # baselines of the global batch
     adv = torch.tensor(all_adv[processes.shard(len(all_adv))], device=device, dtype=torch.float32).unsqueeze(1)
 
     t0 = time.perf_counter()
     clip = algo.clip_eps if (algo.clip_eps and algo.inner_epochs > 1) else None
-    sums = {"loss": 0.0, "kl": 0.0, "entropy": 0.0, "clip_frac": 0.0}
+    # `kl` is k3's value whatever the configured estimator: never negative, so the adaptive controller
+    # reads a divergence; the configured estimator's value is logged beside it (`kl/k1`, `kl/k2`)
+    sums = {"loss": 0.0, "kl": 0.0, "entropy": 0.0, "clip_frac": 0.0,
+            **({f"kl/{algo.kl_estimator}": 0.0} if algo.kl_estimator != "k3" else {})}
     for epoch in range(algo.inner_epochs):
         for c in chunks:
             with policy.autocast(optim.bf16):
@@ -126,7 +138,10 @@ def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainCon
             sums["loss"] += loss.item() / algo.inner_epochs
             sums["clip_frac"] += float(token_mean(clipped.float(), m, n_tokens)) / algo.inner_epochs
             if epoch == 0:
-                sums["kl"] += float(token_mean(kl_per_token(logp.detach(), ref_lp[c], algo.kl_estimator), m, n_tokens))
+                sums["kl"] += float(token_mean(kl_per_token(logp.detach(), ref_lp[c], "k3"), m, n_tokens))
+                if algo.kl_estimator != "k3":
+                    sums[f"kl/{algo.kl_estimator}"] += float(token_mean(kl_per_token(logp.detach(), ref_lp[c], algo.kl_estimator),
+                                                                        m, n_tokens))
                 sums["entropy"] += float(token_mean(entropy, m, n_tokens))
         processes.sum_gradients(policy.parameters())
         grad_norm = full(torch.nn.utils.clip_grad_norm_(policy.parameters(), optim.max_grad_norm))
@@ -135,7 +150,9 @@ def policy_update(policy: Policy, rollout, rewards: np.ndarray, config: TrainCon
         state["optimizer"].zero_grad(set_to_none=True)
     state["scheduler"].step()
     timings["time/update"] = time.perf_counter() - t0
-    sums = processes.sum_floats({**sums, "samples_dropped": float((~valid).sum())})
+    sums = processes.sum_floats({**sums, **in_reward, "samples_dropped": float((~valid).sum())})
+    if in_reward:  # the mean per-sequence KL taken off the reward, over the global batch
+        sums["kl/in_reward"] /= max(sums.pop("_in_reward_n"), 1.0)
     return {**sums, "grad_norm": float(grad_norm), "advantage_std": float(torch.tensor(all_adv, device=device, dtype=torch.float32).std()),
             "kl_coef": kl_coef, "lr": state["scheduler"].get_last_lr()[0], **timings}
 
