@@ -131,6 +131,8 @@ CASES = {
                                          "options.temperature must be a number > 0"),
     "best_of_n all weights zero": (lambda ws: ws.pipeline("--set", _search("{strategy: best_of_n, weights: [[0]]}")),
                                    "searches[0].weights: at least one weight must be positive"),
+    "RL sampling.top_p=0.9": (lambda ws: ws.train("--set", "sampling.top_p=0.9"),
+                              "sampling.top_k and sampling.top_p must stay 0 and 1 for RL training"),
     "supervised without a pool": (lambda ws: ws.train("--set", "supervised.enabled=true"), "supervised.pool is required"),
     "supervised.select=best": (lambda ws: ws.train("--set", "supervised.select=best"), "supervised.select must be one of"),
     "supervised.epochs=0": (lambda ws: ws.train("--set", "supervised.epochs=0"), "supervised.epochs must be an integer >= 1"),

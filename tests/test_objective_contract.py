@@ -23,6 +23,7 @@ FACTORIES = {
     "distinct_n": lambda f: get_objective("distinct_n"),
     "self_bleu": lambda f: get_objective("self_bleu"),
     "embedding_diversity": lambda f: get_objective("embedding_diversity"),
+    "reference_similarity": lambda f: get_objective("reference_similarity"),
     "evaluate": lambda f: get_objective("evaluate", path=f["word_overlap_module"], key="overlap", single_reference=True),
     "coverage": lambda f: get_objective("coverage"),
     "density": lambda f: get_objective("density"),

@@ -190,3 +190,19 @@ def test_self_bleu_calls_empty_copies_identical_not_diverse():
     # BLEU of "" against [""] is 0, which would make two empty answers perfectly diverse
     batch = Batch(prompts=["e", "e", "m", "m"], completions=["", "", "", "the cat sat on the mat"])
     np.testing.assert_array_equal(get_objective("self_bleu").score(batch), [100.0, 100.0, 0.0, 0.0])
+
+
+def test_reference_similarity_ranks_meaning_not_shared_characters():
+    """MiniLM cosine to the closest reference: a copy is 1, a paraphrase sharing few words scores
+    above a sentence sharing many words but another meaning, and the best of several references counts."""
+    batch = Batch(prompts=["p"] * 4,
+                  completions=["The library will open late on Fridays.", "On Fridays the library stays open longer.",
+                               "The library will close early on Mondays for repairs.", ""],
+                  references=[["The library will open late on Fridays."], ["The library will open late on Fridays."],
+                              ["The library will open late on Fridays."], ["The library will open late on Fridays."]])
+    copy, paraphrase, other, empty = get_objective("reference_similarity").score(batch)
+    assert copy == pytest.approx(1.0, abs=1e-5)
+    assert paraphrase > other > empty and paraphrase > 0.7
+    several = Batch(prompts=["p"], completions=["On Fridays the library stays open longer."],
+                    references=[["Bananas are yellow.", "The library will open late on Fridays."]])
+    assert get_objective("reference_similarity").score(several)[0] == pytest.approx(paraphrase, abs=1e-5)
