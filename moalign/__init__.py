@@ -26,11 +26,12 @@ def search(config):
     return run_search(config)
 
 
-def load_policy(ref: str, tracking_uri: str | None = None, device: str | None = None):
-    """(model, tokenizer) of any policy on a front, ready to generate; see `moalign.policies.load_policy`."""
+def load_policy(ref: str, tracking_uri: str | None = None, device: str | None = None, trust_remote_code: bool = False):
+    """(model, tokenizer) of any policy on a front, ready to generate; see `moalign.policies.load_policy`.
+    `trust_remote_code` is yours to give: a stored config that asks for it is refused."""
     from moalign.policies import load_policy as _load_policy
 
-    return _load_policy(ref, tracking_uri=tracking_uri, device=device)
+    return _load_policy(ref, tracking_uri=tracking_uri, device=device, trust_remote_code=trust_remote_code)
 
 
 __all__ = [

@@ -106,7 +106,7 @@ def _cmd_generate(args) -> int:
     from moalign.generation import generate_file
 
     n = generate_file(args.run, args.data, args.out, args.set, args.seed, args.tracking_uri, progress=not args.quiet,
-                      targets=args.targets)
+                      targets=args.targets, trust_remote_code=args.trust_remote_code)
     print(f"wrote {n} rows to {args.out}")
     return 0
 
@@ -114,14 +114,14 @@ def _cmd_generate(args) -> int:
 def _cmd_export(args) -> int:
     from moalign.export import export_policy
 
-    print(f"wrote {export_policy(args.run, args.out, args.tracking_uri)}")
+    print(f"wrote {export_policy(args.run, args.out, args.tracking_uri, trust_remote_code=args.trust_remote_code)}")
     return 0
 
 
 def _cmd_register(args) -> int:
     from moalign.mlflow_model import register_policy
 
-    version = register_policy(args.run, args.name, args.alias, args.tracking_uri)
+    version = register_policy(args.run, args.name, args.alias, args.tracking_uri, args.trust_remote_code)
     print(f"registered {args.name} version {version.version}: models:/{args.name}/{version.version}"
           + (f", models:/{args.name}@{args.alias}" if args.alias else ""))
     return 0
@@ -150,11 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)
 
+    trust_help = ("let the model repository's own code run (a config read from MLflow cannot ask for it: anyone who "
+                  "can write to the store could)")
     p = sub.add_parser("train", help="RL fine-tuning under a scalarized multi-objective reward")
     p.add_argument("--config", help="YAML training config")
     p.add_argument("--weights", help="comma-separated weights, one per reward objective")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--resume", metavar="RUN_ID", help="continue an MLflow run from its last checkpoint")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="with --resume: " + trust_help + "; a config file of yours says it itself")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("run", help="run a pipeline YAML: data -> search -> report")
@@ -183,12 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "scores (its normalised units, higher is better) instead of its weights' targets")
     p.add_argument("--tracking-uri", help=uri_help)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--trust-remote-code", action="store_true", help=trust_help)
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("export", help="a policy as a merged Hugging Face checkpoint with a model card")
     p.add_argument("--run", required=True, metavar="REF", help=policy)
     p.add_argument("--out", required=True, help="a new (or empty) folder")
     p.add_argument("--tracking-uri", help=uri_help)
+    p.add_argument("--trust-remote-code", action="store_true", help=trust_help)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("register", help="log a policy as an MLflow model and register it in the Model Registry")
@@ -196,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="registered model name")
     p.add_argument("--alias", help="alias to point at the new version, e.g. champion")
     p.add_argument("--tracking-uri", help=uri_help)
+    p.add_argument("--trust-remote-code", action="store_true", help=trust_help)
     p.set_defaults(func=_cmd_register)
 
     p = sub.add_parser("ui", help="start the MLflow UI on the project's store")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from moalign.errors import MoalignError
 from moalign.models import BUNDLED
-from moalign.policies import PolicyRecord, build_policy, find_policy
+from moalign.policies import PolicyRecord, build_policy, check_remote_code, find_policy
 
 # the bundled GGUF's own model on the hub: what a model card's `base_model` can link to
 BUNDLED_SOURCE = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -155,7 +155,8 @@ def model_card(record: PolicyRecord, samples: pd.DataFrame | None = None) -> str
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
-def export_policy(ref: str, out: str | Path, tracking_uri: str | None = None, device: str | None = None) -> Path:
+def export_policy(ref: str, out: str | Path, tracking_uri: str | None = None, device: str | None = None,
+                  trust_remote_code: bool = False) -> Path:
     """Write policy `ref` (see `moalign.load_policy`) to the new folder `out`: merged weights,
     tokenizer, README.md. Written beside `out` under a temporary name and renamed when whole;
     an existing non-empty `out` is refused."""
@@ -167,10 +168,11 @@ def export_policy(ref: str, out: str | Path, tracking_uri: str | None = None, de
     check_writable(out, directory=True)
     record = find_policy(ref, tracking_uri)
     check_exportable(record, ref)
+    check_remote_code(record, trust_remote_code)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        save_checkpoint(record, tmp, device)
+        save_checkpoint(record, tmp, device, trust_remote_code)
         os.replace(tmp, out)  # replaces an empty folder too
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -190,10 +192,10 @@ def check_exportable(record: PolicyRecord, ref: str) -> None:
                            "generate with it (moalign generate)")
 
 
-def save_checkpoint(record: PolicyRecord, directory: Path, device: str | None = None) -> None:
+def save_checkpoint(record: PolicyRecord, directory: Path, device: str | None = None, trust_remote_code: bool = False) -> None:
     """Merged weights, tokenizer and model card of `record` into `directory`."""
     card = model_card(record, eval_samples(record))  # MLflow first: a failure there loads no model
-    model, tokenizer = build_policy(record, device)
+    model, tokenizer = build_policy(record, device, trust_remote_code=trust_remote_code)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     # transformers saves the padding side only when it was given at load time: recorded here, so

@@ -109,21 +109,23 @@ def parse_targets(text: str, record) -> list[float]:
 
 
 def generate_file(ref: str, data: str | Path, out: str | Path, overrides: list[str] = (), seed: int = 0,
-                  tracking_uri: str | None = None, progress: bool = True, targets: str | None = None) -> int:
+                  tracking_uri: str | None = None, progress: bool = True, targets: str | None = None,
+                  trust_remote_code: bool = False) -> int:
     """Write the completions of policy `ref` (see `moalign.load_policy`) for the prompts in `data`
     to `out`; returns the number of rows. Everything about the input is checked before the model
     loads, and nothing is written unless generation completes. `targets`: for a Rewards-in-Context
     policy, the stated scores to ask for (`parse_targets`) instead of those of its weights."""
     from moalign.data import load_prompt_records
-    from moalign.policies import build_policy, find_policy
+    from moalign.policies import build_policy, check_remote_code, find_policy
 
     sampling_settings(SamplingConfig(), overrides)  # the keys, before anything is read
     check_output(out)
     records = load_prompt_records(data)
     record = find_policy(ref, tracking_uri)
+    check_remote_code(record, trust_remote_code)
     asked = parse_targets(targets, record) if targets is not None else None
     sampling = sampling_settings(record.config.sampling if record.config else SamplingConfig(), overrides)
-    model, tokenizer = build_policy(record, targets=asked)
+    model, tokenizer = build_policy(record, targets=asked, trust_remote_code=trust_remote_code)
     rows = generate_rows(model, tokenizer, records, sampling, record.model.use_chat_template, seed, progress=progress)
     write_jsonl(rows, out)
     return len(rows)

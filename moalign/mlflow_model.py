@@ -104,7 +104,8 @@ def check_names(name: str, alias: str | None) -> None:
             raise MoalignError(f"--{flag} {value!r}: {exc.message}".splitlines()[0]) from None
 
 
-def register_policy(ref: str, name: str, alias: str | None = None, tracking_uri: str | None = None):
+def register_policy(ref: str, name: str, alias: str | None = None, tracking_uri: str | None = None,
+                    trust_remote_code: bool = False):
     """Log policy `ref` (see `moalign.load_policy`) as an MLflow pyfunc model linked to its run,
     register it as a new version of `name` and point `alias` at it; returns the ModelVersion.
 
@@ -122,13 +123,14 @@ def register_policy(ref: str, name: str, alias: str | None = None, tracking_uri:
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     from moalign.export import check_exportable, eval_samples, reward_objectives, save_checkpoint
-    from moalign.policies import find_policy, guard
+    from moalign.policies import check_remote_code, find_policy, guard
     from moalign.rl.config import SamplingConfig
     from moalign.tracking import MlflowTracker
 
     check_names(name, alias)
     record = find_policy(ref, tracking_uri)
     check_exportable(record, ref)
+    check_remote_code(record, trust_remote_code)
     tracker = MlflowTracker(None, tracking_uri)
     uri = tracker.uri
     sampling = record.config.sampling if record.config else SamplingConfig()
@@ -142,7 +144,7 @@ def register_policy(ref: str, name: str, alias: str | None = None, tracking_uri:
     with tempfile.TemporaryDirectory(prefix="moalign-register-") as tmp:
         checkpoint = Path(tmp) / ARTIFACT
         checkpoint.mkdir()
-        save_checkpoint(record, checkpoint, device="cpu")
+        save_checkpoint(record, checkpoint, device="cpu", trust_remote_code=trust_remote_code)
         # MLflow's fluent logging reads a process-wide tracking URI: set for this call only
         with guard(uri, f"register {name!r}"), _use_tracking_uri(uri):
             logged = mlflow.initialize_logged_model(name="policy", source_run_id=record.run_id, experiment_id=experiment_id,

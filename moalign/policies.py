@@ -24,7 +24,7 @@ import json
 import re
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -307,29 +307,24 @@ def _first_seed(parent, by_seed: dict) -> int:
 
 def weights_dir(source: str | Path, tracker, scratch: Path) -> Path:
     """A local folder with a training run's adapter (or full weights, `model.pt`): the run's own
-    folder when it is still on this machine, else its logged `adapter` artifact, downloaded into
-    `scratch`."""
+    folder when it is still on this machine and hashes to what the run logged at training, else
+    its logged `adapter` artifact, downloaded into `scratch` and checked the same way
+    (`moalign.integrity.verified_dir`). A `Path` is a folder the caller named, used as it is."""
+    from moalign.integrity import verified_dir
+
     if isinstance(source, Path):
         return source
-    run = tracker.get_run(source)
-    checkpoint = run.data.tags.get("moalign.checkpoint_dir")
-    local = Path(checkpoint).parent / "adapter" if checkpoint else None
-    if local is not None and ((local / "adapter_config.json").is_file() or (local / "model.pt").is_file()):
-        return local
-    with guard(tracker.uri, f"read the adapter of run {source}"):
-        if not tracker.client.list_artifacts(source, "adapter"):
-            raise MoalignError(f"run {source} has no adapter: none logged (tracking.log_adapter: false?) "
-                               f"and no folder {local}")
-        scratch.mkdir(parents=True, exist_ok=True)
-        return Path(tracker.client.download_artifacts(source, "adapter", str(scratch)))
+    return verified_dir(tracker, tracker.get_run(source), scratch)
 
 
-def build_policy(record: PolicyRecord, device: str | None = None, targets: list[float] | None = None):
+def build_policy(record: PolicyRecord, device: str | None = None, targets: list[float] | None = None,
+                 trust_remote_code: bool = False):
     """(model, tokenizer) for `record`: the adapter (or the soup's mix) merged into the base
     model's weights, so the model is a plain transformers model, the one `export` saves; a
     decoding-time mix is a `moalign.pareto.mixing.MixedPolicy`, which generates but has nothing
     to save (it runs its endpoints side by side). `targets`: a Rewards-in-Context policy told these
-    stated scores instead of those of its weights."""
+    stated scores instead of those of its weights. `trust_remote_code` is the caller's alone: a
+    stored config that asks for it is refused (see `check_remote_code`)."""
     from moalign.models import apply_weights, load_causal_lm, load_tokenizer
     from moalign.tracking import MlflowTracker
 
@@ -337,6 +332,8 @@ def build_policy(record: PolicyRecord, device: str | None = None, targets: list[
         from moalign.pareto.best_of_n import BestOfN
 
         BestOfN.check_reference_free(record)
+    check_remote_code(record, trust_remote_code)
+    record = replace(record, model=replace(record.model, trust_remote_code=trust_remote_code))
     model_cfg = record.model
     tracker = MlflowTracker(None, record.tracking_uri) if record.run_id else None
     with tempfile.TemporaryDirectory(prefix="moalign-policy-") as scratch:
@@ -387,7 +384,18 @@ def _mix(model_cfg: ModelConfig, dirs: list[Path], weights: list[float], device:
     return soup.model, soup.tokenizer
 
 
-def load_policy(ref: str, tracking_uri: str | None = None, device: str | None = None):
+def check_remote_code(record: PolicyRecord, trust_remote_code: bool) -> None:
+    """A config read from a tracking store decides nothing about running code: anyone who can
+    write to the store could set `model.trust_remote_code` there. Only the caller's argument (or
+    `--trust-remote-code`) lets a model repository's own code run."""
+    if record.model.trust_remote_code and not trust_remote_code:
+        what = f"run {record.run_id}" if record.run_id else "the policy"
+        raise MoalignError(f"{what}: its stored config sets model.trust_remote_code, which would run the code of "
+                           f"{record.model.name!r} on this machine; moalign takes that from you only: pass "
+                           f"trust_remote_code=True (--trust-remote-code) if you trust the store and the model")
+
+
+def load_policy(ref: str, tracking_uri: str | None = None, device: str | None = None, trust_remote_code: bool = False):
     """(model, tokenizer) of any policy on a front, ready to generate: the model in eval mode with
     its adapter (or a soup's mix of its endpoints) merged into plain transformers weights (a
     decoding-time mix: a `MixedPolicy`, which has `generate` but no merged weights), the
@@ -404,4 +412,4 @@ def load_policy(ref: str, tracking_uri: str | None = None, device: str | None = 
         batch = tokenizer(["Summarize: ..."], return_tensors="pt", padding=True)
         tokenizer.batch_decode(model.generate(**batch, max_new_tokens=40))
     """
-    return build_policy(find_policy(ref, tracking_uri), device)
+    return build_policy(find_policy(ref, tracking_uri), device, trust_remote_code=trust_remote_code)

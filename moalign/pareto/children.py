@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from moalign.errors import MoalignError
+
 SAMPLES = "eval_samples.json"
 REUSED = "moalign.reused"  # the parent's tag: {child key: run id} of runs reused from other searches, as JSON
 TAG_LIMIT = 8000  # MLflow's maximum length of a tag value
@@ -189,8 +191,7 @@ class Children:
     def _row_from_run(self, run, key, role, seed, weights) -> dict:
         metrics = run.data.metrics
         scores = {k[len("eval/"):]: v for k, v in metrics.items() if k.startswith("eval/")}
-        checkpoint = run.data.tags.get("moalign.checkpoint_dir")
-        adapter = Path(checkpoint).parent / "adapter" if checkpoint else run.data.tags.get("moalign.pool_path")
+        adapter = self._verified_folder(run, role)
         # runs from before cost/ metrics: their steps and wall time, tokens unknown
         cost = {"cost/train_steps": metrics.get("train_steps", 0), "cost/generated_tokens": np.nan,
                 "cost/forward_tokens": np.nan, "cost/trained_tokens": np.nan,
@@ -200,6 +201,30 @@ class Children:
         row = _row(key, role, seed, run.info.run_id, weights, self.names, scores, cost, adapter)
         row["reused"] = key in self.reused
         return row
+
+    def _verified_folder(self, run, role: str) -> Path | None:
+        """What a finished run made, checked against the hash it logged (`moalign.integrity`): a
+        pool's table, a training run's adapter; the local copy a tag points at when it is that, else
+        the run's logged artifact, downloaded beside it. None for runs that made neither."""
+        from moalign.integrity import ADAPTER_HASH, POOL_HASH, check_pool, file_sha256, verified_dir
+        from moalign.policies import guard
+
+        tags, run_id = run.data.tags, run.info.run_id
+        scratch = Path(self.train_cfg.output_dir) / run_id / "verified"
+        if role == "pool":
+            local = tags.get("moalign.pool_path")
+            if local and (check_pool(run, local) or POOL_HASH not in run.data.params):
+                return Path(local)
+            with guard(self.tracker.uri, f"read the pool of run {run_id}"):
+                path = Path(self.tracker.client.download_artifacts(run_id, "pool/pool.parquet", str(scratch)))
+            if file_sha256(path) != run.data.params.get(POOL_HASH):
+                raise MoalignError(f"pool run {run_id}: its logged table does not hash to the {POOL_HASH} it logged")
+            return path
+        if "moalign.checkpoint_dir" not in tags:
+            return None
+        if ADAPTER_HASH not in run.data.params:  # a run from before hashes were logged: its folder as it is
+            return Path(tags["moalign.checkpoint_dir"]).parent / "adapter"
+        return verified_dir(self.tracker, run, scratch)
 
     def read_back(self, key, role, seed, weights) -> tuple[dict, pd.DataFrame | None] | None:
         """A finished child's row and samples, or None."""
@@ -294,6 +319,9 @@ class Children:
         try:
             frame = build_pool(self.train_cfg, spec, records, objectives, folder / "parts", self.train_cfg.progress)
             path = write_table(frame, folder / "pool" / TABLE)
+            from moalign.integrity import POOL_HASH, file_sha256
+
+            self.tracker.log_params(run_id, {POOL_HASH: file_sha256(path)})  # what reusers check the table against
             cost = pool_cost(frame)
             means = {f"pool/{n}/mean": float(frame[n].mean()) for n in objectives if n in frame}
             self.tracker.log_metrics(run_id, [(0, {**means, **cost, "pool/samples": len(frame)})])
@@ -340,6 +368,20 @@ class Children:
         row["reused"] = False
         return row, result.eval_samples
 
+    def _claim_holds(self, run, tag: str, value: str) -> bool:
+        """A tag is anyone's to write: a training run is reused only if the config it logged hashes
+        to the train_hash it claims (its weights are checked against their own hash when read)."""
+        if tag != "moalign.train_hash":
+            return True  # a pool: its table is checked against the hash it logged when read back
+        from moalign.config import from_dict, parse_yaml
+        from moalign.rl.config import TrainConfig
+
+        text = self.tracker.read_text(run.info.run_id, "config.yaml")
+        try:
+            return text is not None and train_hash(from_dict(TrainConfig, parse_yaml(text))) == value
+        except Exception:  # an unreadable or invalid config claims nothing
+            return False
+
     def _reuse(self, key, unit, tag: str, value: str) -> tuple[dict, pd.DataFrame | None] | None:
         """A finished run with the same identity (`tag` = `value`: a training config's train_hash, a
         pool's pool_hash) elsewhere in the experiment (e.g. the soups' endpoints when a grid includes
@@ -347,7 +389,7 @@ class Children:
         when the parent's tag has no room left for one more."""
         found = self.tracker.find_runs(f"tags.`{tag}` = '{value}' and attributes.status = 'FINISHED'")
         for run in found:
-            if run.data.tags.get("mlflow.parentRunId") == self.parent_id:
+            if run.data.tags.get("mlflow.parentRunId") == self.parent_id or not self._claim_holds(run, tag, value):
                 continue
             if len(json.dumps({**self.reused, key: run.info.run_id}, separators=(",", ":"))) > TAG_LIMIT:
                 return None

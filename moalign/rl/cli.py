@@ -69,8 +69,9 @@ def preflight(config: TrainConfig) -> None:
     check_environment(config)
 
 
-def config_of_run(run_id: str, tracking_uri: str | None):
-    """The config a run was started with, and a tracker on its experiment, read back from MLflow."""
+def config_of_run(run_id: str, tracking_uri: str | None, trust_remote_code: bool = False):
+    """The config a run was started with, and a tracker on its experiment, read back from MLflow.
+    A stored config cannot ask to run a model's own code (`trust_remote_code`): only the caller can."""
     from moalign.tracking import MlflowTracker
 
     try:
@@ -86,6 +87,10 @@ def config_of_run(run_id: str, tracking_uri: str | None):
         config = from_dict(TrainConfig, yaml.safe_load(text))
     except (ConfigError, yaml.YAMLError) as exc:
         raise MoalignError(f"--resume {run_id}: its config.yaml: {exc}".splitlines()[0]) from None
+    if config.model.trust_remote_code and not trust_remote_code:
+        raise MoalignError(f"--resume {run_id}: its stored config sets model.trust_remote_code, which would run the code "
+                           f"of {config.model.name!r} on this machine; pass --trust-remote-code if you trust the store "
+                           f"and the model")
     checkpoint = run.data.tags.get("moalign.checkpoint_dir")
     if checkpoint:  # the run's own folder, wherever it was started from
         config.output_dir = str(Path(checkpoint).parent.parent)
@@ -104,7 +109,7 @@ def run_train(args) -> int:
             raise ConfigError(f"--resume {args.resume}: {flag} is not allowed; a resumed run continues with the "
                               f"config it started with (start a new run to change it)")
         uri = build_config(args.config).tracking.tracking_uri if args.config else None
-        config, tracker = config_of_run(args.resume, uri)
+        config, tracker = config_of_run(args.resume, uri, args.trust_remote_code)
         check_environment(config)
     else:
         config = build_config(args.config, args.weights, args.set)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from moalign.data import load_prompt_records, train_eval_split
 from moalign.errors import MoalignError
+from moalign.tracking import flatten
 
 
 @dataclass
@@ -85,7 +86,11 @@ def record_start(tracker, run_id, config, run_dir: Path, objectives: dict, fresh
     that did not complete are not logged again. The run is marked FAILED if this fails."""
     try:
         if fresh:
-            tracker.log_params(run_id, {**asdict(config), "objective_params": {n: o.get_params() for n, o in objectives.items()}})
+            params = flatten({**asdict(config), "objective_params": {n: o.get_params() for n, o in objectives.items()}})
+            if resumed:  # stopped before its first checkpoint: what it logged then stays (MLflow never changes a param)
+                logged = getattr(tracker.get_run(run_id), "data", None)
+                params = {k: v for k, v in params.items() if k not in (logged.params if logged else {})}
+            tracker.log_params(run_id, params)
             tracker.log_dict(run_id, asdict(config), "config.yaml")
             tracker.set_tags(run_id, {"moalign.checkpoint_dir": str((run_dir / "checkpoint").resolve()),
                                       "moalign.kind": "train"})
@@ -107,6 +112,10 @@ def finish_run(tracker, run_id, config, run_dir: Path, scores: pd.DataFrame, sam
                                           "train_wall_time_s": wall_time, **cost})])
     tracker.log_table(run_id, samples, "eval_samples.json")
     adapter_dir = run_dir / "adapter"
+    from moalign.integrity import ADAPTER_HASH, folder_sha256
+
+    # a param, which nobody can change once logged: what loaders check the weights against
+    tracker.log_params(run_id, {ADAPTER_HASH: folder_sha256(adapter_dir)})
     if config.tracking.log_adapter:
         tracker.log_artifacts(run_id, adapter_dir, "adapter")
     tracker.end_run(run_id, "FINISHED")
