@@ -119,11 +119,15 @@ def test_a_run_is_reused_only_if_its_config_hashes_to_the_train_hash_it_claims(t
                              tracking=TrackingConfig(tracking_uri=uri, experiment="reuse"))
     second_cfg.optim.steps, second_cfg.seed = 2, 3
     from moalign.pareto.children import train_hash
+    from moalign.pareto.strategies.base import TrainUnit
+    from moalign.pareto.strategies.grid import Grid
 
-    wanted = train_hash(SearchConfig(train=second_cfg, strategy="grid", weights=[[1.0]]).train)
+    second_search = SearchConfig(train=second_cfg, strategy="grid", weights=[[1.0]], name="second", n_bootstrap=100,
+                                 evaluate_base=False)
+    wanted = train_hash(Grid(second_search, ["good"], ["maximize"], [[1.0]]).train_config(TrainUnit((1.0,), 3)))
     client.set_tag(forged.run_id, "moalign.train_hash", wanted)
     client.set_tag(trained_id, "moalign.train_hash", wanted)  # the first search's run: also not seed 3
-    second = run_search(SearchConfig(train=second_cfg, strategy="grid", weights=[[1.0]], name="second", n_bootstrap=100,
-                                     evaluate_base=False))
+    second = run_search(second_search)
     assert not second.runs["reused"].any()  # trained afresh: neither claim holds
     assert second.runs["run_id"].iloc[0] not in (forged.run_id, trained_id)
+    assert MlflowClient(uri).get_run(second.runs["run_id"].iloc[0]).data.tags["moalign.train_hash"] == wanted
