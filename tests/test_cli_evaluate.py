@@ -101,12 +101,13 @@ class Exploding(Objective):
         raise RuntimeError("boom")
 
 
-def test_failed_run_leaves_no_partial_output(tmp_path):
+def test_failed_run_leaves_no_partial_output(tmp_path, capsys):
     register_objective("exploding", Exploding)
     out = tmp_path / "scores.csv"
     out.write_text("previous results\n")
-    with pytest.raises(RuntimeError, match="boom"):
-        main(["evaluate", "--data", str(SAMPLES), "--objectives", "verbosity,exploding", "--out", str(out), "--quiet"])
+    code = main(["evaluate", "--data", str(SAMPLES), "--objectives", "verbosity,exploding", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "moalign: error: objective 'exploding' failed: RuntimeError: boom"  # named, one line
     assert out.read_text() == "previous results\n"
     assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]  # no temp file left behind
 

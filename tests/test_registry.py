@@ -48,15 +48,26 @@ def test_missing_field_names_objective_and_field():
         score([{"prompt": "p", "completion": "c"}], ["bleu"])
 
 
-def test_summary_mean_std_and_student_t_interval():
+def test_summary_mean_std_and_a_bootstrap_interval_over_prompts():
+    import numpy as np
     import pandas as pd
+    from scipy import stats
 
     from moalign import summarize
 
-    row = summarize(pd.DataFrame({"x": [1.0, 2.0, 3.0]})).loc["x"]
-    half = 4.302652729911275 / 3 ** 0.5  # t(0.975, df=2) * std / sqrt(n), std = 1
-    assert (row["mean"], row["std"], row["n"]) == (2.0, 1.0, 3)
-    assert row["ci95_low"] == pytest.approx(2 - half) and row["ci95_high"] == pytest.approx(2 + half)
+    values = np.array([1.0, 2.0, 3.0, 7.0, 4.0, 4.0])
+    row = summarize(pd.DataFrame({"x": values})).loc["x"]
+    ci = stats.bootstrap((values,), np.mean, n_resamples=1000, method="percentile",
+                         random_state=np.random.default_rng(0)).confidence_interval
+    assert (row["mean"], row["n"], row["n_samples"]) == (3.5, 6, 6)
+    assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((ci.low, ci.high))
+    # three completions of one prompt are one answer, not three: averaged first, the unit is the prompt
+    by_prompt = summarize(pd.DataFrame({"x": values}), prompts=["a", "a", "a", "b", "c", "c"]).loc["x"]
+    assert (by_prompt["mean"], by_prompt["n"], by_prompt["n_samples"]) == (pytest.approx((2 + 7 + 4) / 3), 3, 6)
+    means = np.array([2.0, 7.0, 4.0])
+    ci = stats.bootstrap((means,), np.mean, n_resamples=1000, method="percentile",
+                         random_state=np.random.default_rng(0)).confidence_interval
+    assert (by_prompt["ci95_low"], by_prompt["ci95_high"]) == pytest.approx((ci.low, ci.high))
 
 
 def test_built_ins_install_under_moalign_and_the_quickstart_data_ships_with_it():

@@ -52,19 +52,28 @@ def save_checkpoint(directory: str | Path, policy, optimizer, scheduler, step: i
 
     `model_state`/`optimizer_state`: a sharded run's states, gathered whole (`moalign.rl.sharding`)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{step:07d}"
     tmp = directory / f".step-{step:07d}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save(tmp / "adapter", model_state)
-    optimizer_state = optimizer.state_dict() if optimizer_state is None else optimizer_state
-    torch.save({"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
-    numpy_rng = np.random.get_state()
-    trainer = {"step": step, "trainer": trainer_state,
-               "rng": {"numpy": [numpy_rng[0], numpy_rng[1].tolist(), *numpy_rng[2:]],
-                       "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}}
-    (tmp / "trainer.json").write_text(json.dumps(trainer), encoding="utf-8")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        policy.save(tmp / "adapter", model_state)
+        optimizer_state = optimizer.state_dict() if optimizer_state is None else optimizer_state
+        torch.save({"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
+        numpy_rng = np.random.get_state()
+        trainer = {"step": step, "trainer": trainer_state,
+                   "rng": {"numpy": [numpy_rng[0], numpy_rng[1].tolist(), *numpy_rng[2:]],
+                           "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}}
+        (tmp / "trainer.json").write_text(json.dumps(trainer), encoding="utf-8")
+    except (OSError, RuntimeError) as exc:  # disk full, quota, a folder gone (torch.save raises RuntimeError)
+        shutil.rmtree(tmp, ignore_errors=True)
+        intact = latest_checkpoint(directory)
+        kept = f"the checkpoint at step {int(intact.name.split('-')[1])} ({intact}) is intact" if intact else \
+            "there is no earlier checkpoint: the run restarts from step 0"
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
+        raise MoalignError(f"could not write the checkpoint of step {step} under {directory} ({reason}); {kept}; "
+                           f"free space, then resume") from None
     shutil.rmtree(final, ignore_errors=True)  # a re-save of the same step (resume after an interrupt)
     os.replace(tmp, final)
     _remove_stale(directory, keep=final)

@@ -61,6 +61,9 @@ def check_environment(config: TrainConfig) -> None:
             check()
         except MoalignError as exc:
             raise ConfigError(f"{key}: {exc}") from None
+    from moalign.models import check_context, model_config
+
+    check_context(model_config(config.model.name, config.model.trust_remote_code), config.sampling.max_new_tokens)
 
 
 def preflight(config: TrainConfig) -> None:

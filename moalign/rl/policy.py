@@ -38,7 +38,8 @@ def without_dropout(model) -> None:
 
 
 class Policy:
-    def __init__(self, config: ModelConfig, device: str | None = None, adapter_dir: str | None = None):
+    def __init__(self, config: ModelConfig, device: str | None = None, adapter_dir: str | None = None,
+                 max_new_tokens: int | None = None):
         self.config = config
         self.device = device or default_device()
         if adapter_dir is None and config.init_adapter:  # a warm start; a resumed run continues its own
@@ -48,6 +49,10 @@ class Policy:
         self.tokenizer = load_tokenizer(config.name, trust_remote_code=config.trust_remote_code)
         self.tokenizer.padding_side = "left"  # generation continues from the right edge
         base = load_causal_lm(config.name, config.dtype, self.device, config.trust_remote_code, config.attn_implementation)
+        if max_new_tokens is not None:  # before any run exists: a generation past the context never ends well
+            from moalign.models import check_context
+
+            check_context(base.config, max_new_tokens)
         base.generation_config.pad_token_id = self.tokenizer.pad_token_id
         if config.disable_dropout:  # before LoRA wraps it, so lora_dropout stays as configured
             without_dropout(base)

@@ -127,7 +127,8 @@ def train_supervised(config, resume_run_id: str | None = None, parent_run_id: st
         resume_state = load_checkpoint_state(Path(config.output_dir) / resume_run_id / "checkpoint")
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    policy = Policy(config.model, adapter_dir=resume_state["adapter_dir"] if resume_state else None)
+    policy = Policy(config.model, adapter_dir=resume_state["adapter_dir"] if resume_state else None,
+                    max_new_tokens=config.sampling.max_new_tokens)
     tokenizer = policy.tokenizer
     prompt_ids, completion_ids = encode(tokenizer, prompts, completions, config.model.use_chat_template)
     steps = config.supervised.epochs * math.ceil(len(prompts) / sup.batch_size)

@@ -196,7 +196,8 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
     if processes.sharded:
         model_config = replace(model_config, dtype=str(torch_dtype(model_config.dtype, processes.device)).removeprefix("torch."))
     policy = Policy(model_config, device="cpu" if processes.sharded else processes.device,
-                    adapter_dir=resume_state["adapter_dir"] if resume_state else None)
+                    adapter_dir=resume_state["adapter_dir"] if resume_state else None,
+                    max_new_tokens=config.sampling.max_new_tokens)
     if config.model.lora:  # LoRA's random init is per process; full fine-tuning loads the same file everywhere
         processes.broadcast_parameters(policy.parameters())
     if processes.sharded:  # FSDP2: after the broadcast, so the shards cut one set of weights
@@ -282,7 +283,12 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             index = processes.gather([mine.start + i for i in rollout.prompt_index])
             prompt_rows = [rows[i] for i in index]
             batch = batch_for(train_records, prompt_rows, processes.gather(rollout.texts), groups=index)
-            rewards, raw, metrics = reward_fn(batch, None if drawn is None else drawn[index])
+            try:
+                rewards, raw, metrics = reward_fn(batch, None if drawn is None else drawn[index])
+            except MoalignError as exc:  # an objective failed: one line, the run FAILED, its checkpoint kept
+                how = "re-run the same search or pipeline" if parent_run_id else f"moalign train --resume {run_id}"
+                raise MoalignError(f"step {step}: {exc}; run marked FAILED, its last checkpoint kept "
+                                   f"(continue with: {how})") from exc
             if drawn is not None:
                 metrics.update({f"conditioning/weight/{n}": float(drawn[:, j].mean()) for j, n in enumerate(reward_fn.names)})
             t_score = time.perf_counter() - t0
