@@ -91,7 +91,7 @@ def _under_train(message: str) -> str:
 
 def validate(config: PipelineConfig, searches: list[SearchConfig]) -> None:
     """Everything in the files that can fail before training, checked before training."""
-    from moalign.pareto.executors import check_shared_store
+    from moalign.pareto.executors import check_ray_address, check_shared_store
     from moalign.pareto.front import check_reference_point
     from moalign.pareto.strategies import get_strategy
     from moalign.pareto.weights import weight_vectors
@@ -113,6 +113,7 @@ def validate(config: PipelineConfig, searches: list[SearchConfig]) -> None:
             detail = str(exc).removeprefix("search.").removeprefix("reward.")
             raise ConfigError(f"searches[{i}].{detail}") from None
         check_shared_store(search)  # names the top-level train's keys
+        check_ray_address(search)
 
 
 def check_environment(config: PipelineConfig) -> None:

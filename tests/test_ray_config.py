@@ -117,3 +117,25 @@ def test_the_objectives_a_search_ships_are_those_its_config_names(tiny_llama, tm
     executor = make_executor(SearchConfig(train=train, weights=[[1, 0]], executor="ray"))
     assert executor.objective_types == {"word_share", "verbosity", "toxicity", "rouge_l"}
     assert make_executor(SearchConfig(train=train, weights=[[1, 0]])) is None  # local: nothing to ship
+
+
+def test_a_ray_address_that_cannot_work_is_refused_before_any_run(tiny_llama, in_tmp):
+    """Ray itself retries an address where nothing listens for minutes, a log line every few seconds,
+    and only after the parent run exists; ray:// needs the client extra (grpcio)."""
+    import importlib.util
+
+    from mlflow_server import free_port
+
+    train = tiny_config(tiny_llama, write_prompts(in_tmp / "p.jsonl"), in_tmp, reward=RewardConfig(objectives=OBJECTIVES),
+                        tracking=TrackingConfig(enabled=True, tracking_uri="http://127.0.0.1:1"))
+    train.output_dir = str(in_tmp / "runs")
+    port = free_port()
+    config = SearchConfig(train=train, weights=[[1, 0]], executor="ray", ray=RayConfig(address=f"127.0.0.1:{port}"))
+    with pytest.raises(ConfigError, match=rf"ray.address '127.0.0.1:{port}': nothing answers at 127.0.0.1:{port}") as info:
+        moalign.search(config)
+    assert "\n" not in str(info.value)
+    config.ray.address = f"ray://127.0.0.1:{port}"
+    expected = "needs Ray's client" if importlib.util.find_spec("grpc") is None else "nothing answers"
+    with pytest.raises(ConfigError, match=expected):
+        moalign.search(config)
+    assert not (in_tmp / "runs").exists() and not (in_tmp / "mlflow.db").exists()

@@ -50,6 +50,34 @@ def _objective_types(train) -> set[str]:
     return names | objective_types(train.reward.objectives) | objective_types(train.eval_objectives or {})
 
 
+def check_ray_address(config, timeout: float = 3.0) -> None:
+    """A cluster address that cannot work, refused in one line before any run exists: a `ray://`
+    address without the `ray[client]` extra (grpcio), or a host:port where nothing listens (Ray
+    itself retries such an address for minutes, printing a line every few seconds)."""
+    import importlib.util
+    import socket
+
+    address = config.ray.address
+    if config.executor != "ray" or not address or address == "auto":
+        return
+    client = address.startswith("ray://")
+    if client and importlib.util.find_spec("grpc") is None:
+        raise ConfigError(f"ray.address {address!r}: a ray:// address needs Ray's client: pip install 'ray[client]'")
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port or (10001 if client else 6379)
+    except ValueError:
+        raise ConfigError(f"ray.address {address!r}: expected host:port, ray://host:port or auto") from None
+    if not host:
+        raise ConfigError(f"ray.address {address!r}: expected host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"ray.address {address!r}: nothing answers at {host}:{port} ({reason}); start the cluster "
+                          f"(ray start --head) or fix the address") from None
+
+
 def check_shared_store(config) -> None:
     """Refuse, before anything runs, what other nodes of a Ray cluster could not reach: a tracking
     store on this machine's disk, checkpoints under a relative path. A local cluster (no address)

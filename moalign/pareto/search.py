@@ -21,7 +21,7 @@ import pandas as pd
 from moalign.errors import MoalignError
 from moalign.pareto.children import COSTS, ChildContext, Children, as_before, run_eval, run_pool, run_train
 from moalign.pareto.config import SearchConfig
-from moalign.pareto.executors import check_shared_store, make_executor
+from moalign.pareto.executors import check_ray_address, check_shared_store, make_executor
 from moalign.pareto.strategies import get_strategy
 from moalign.pareto.strategies.base import EvalUnit, PoolUnit, base_unit
 from moalign.pareto.front import check_reference_point, expected_utility, reference_point
@@ -139,6 +139,7 @@ def run_search(config: SearchConfig, tracker=None, executor=None) -> SearchResul
     """
     started = time.perf_counter()
     check_shared_store(config)  # before any run starts: what a Ray cluster's nodes could not reach
+    check_ray_address(config)
     executor = executor or make_executor(config)
     train_cfg = config.train
     reward = MultiObjectiveReward(train_cfg.reward)  # validates objectives, weights and constraints
