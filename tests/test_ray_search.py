@@ -199,7 +199,9 @@ def test_a_failed_child_stops_the_others_and_is_the_error_raised(cluster, tiny_l
     config = search_config(tiny_llama, in_tmp, "fail", objectives, steps=12, evaluate_base=False, executor="ray")
     with pytest.raises(MoalignError) as info:
         moalign.search(config)
-    assert str(info.value) == "objective 'good' failed on purpose"  # the child's own error, not a Ray traceback
+    # the child's own error, not a Ray traceback: the objective, the step, and how to continue
+    assert str(info.value).startswith("step 2: objective 'good' failed on purpose; run marked FAILED")
+    assert str(info.value).endswith("(continue with: re-run the same search or pipeline)")
     client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
     (parent,) = client.search_runs([client.get_experiment_by_name("fail").experiment_id], "tags.`moalign.kind` = 'search'")
     assert parent.info.status == "FAILED"
