@@ -128,6 +128,23 @@ def _cmd_register(args) -> int:
     return 0
 
 
+def _cmd_front(args) -> int:
+    from moalign.policies import front_policies
+    from moalign.reports.labels import interval
+
+    table = front_policies(args.search, args.tracking_uri)
+    objectives = [c[: -len("_ci_low")] for c in table.columns if c.endswith("_ci_low")]
+    shown = table[["ref"]].copy()
+    for o in objectives:
+        shown[o] = [interval(*v) for v in zip(table[o], table[f"{o}_ci_low"], table[f"{o}_ci_high"])]
+    for column in ("feasible", "non_dominated", "n_seeds"):
+        if column in table:
+            shown[column] = table[column]
+    print(f"{args.search}: {table['status'].iloc[0]}; mean over seeds [95% interval over prompts and seeds]")
+    print(shown.to_string(index=False))
+    return 0
+
+
 def _cmd_ui(args) -> int:
     from moalign.tracking import launch_ui
 
@@ -205,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help=uri_help)
     p.add_argument("--trust-remote-code", action="store_true", help=trust_help)
     p.set_defaults(func=_cmd_register)
+
+    p = sub.add_parser("front", help="list a search's front (finished or in progress): references, scores, intervals")
+    p.add_argument("search", metavar="EXPERIMENT/SEARCH")
+    p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    p.set_defaults(func=_cmd_front)
 
     p = sub.add_parser("ui", help="start the MLflow UI on the project's store")
     p.add_argument("--host", default="127.0.0.1")

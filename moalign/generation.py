@@ -48,7 +48,7 @@ def generate_rows(model, tokenizer, records: list[dict], sampling: SamplingConfi
         texts = model.answer(records, sampling.max_new_tokens, use_chat_template, seed)
         return [{**{k: v for k, v in r.items() if v is not None}, "generation": 0, "completion": t}
                 for r, t in zip(records, texts)]
-    with tqdm(total=len(records), desc="generate", unit="prompt", disable=not progress) as bar:
+    with tqdm(total=len(records), desc="generate", unit="prompt", disable=None if progress else True) as bar:
         for start in range(0, len(records), batch_prompts):
             chunk = records[start : start + batch_prompts]
             rollout = generate(model, tokenizer, [r["prompt"] for r in chunk], sampling.eval_num_generations,

@@ -93,13 +93,27 @@ def find_policy(ref: str, tracking_uri: str | None = None) -> PolicyRecord:
 
 
 def _folder_record(folder: Path) -> PolicyRecord:
+    """An adapter folder: its base model from adapter_config.json; where its run saved its config
+    beside it (`moalign_config.yaml`), that too, so it is sampled (and told weights or targets) as
+    its run's evaluation was."""
+    from moalign.rl.runs import CONFIG_FILE
+
     try:
         name = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
     except (OSError, ValueError) as exc:
         raise MoalignError(f"{folder / 'adapter_config.json'}: unreadable ({exc})".splitlines()[0]) from None
     if not name:
         raise MoalignError(f"{folder / 'adapter_config.json'}: no base_model_name_or_path")
-    return PolicyRecord("trained", ModelConfig(name=name), sources=[folder])
+    saved = folder / CONFIG_FILE
+    if not saved.is_file():  # an adapter from before configs were saved beside it, or from elsewhere
+        return PolicyRecord("trained", ModelConfig(name=name), sources=[folder])
+    from moalign.config import from_dict, parse_yaml
+
+    try:
+        config = from_dict(TrainConfig, parse_yaml(saved.read_text(encoding="utf-8")))
+    except Exception as exc:  # a YAML or config error: either way the folder's config is unusable
+        raise MoalignError(f"{saved}: {exc}".splitlines()[0]) from None
+    return PolicyRecord(_trained_kind(config), config.model, None, config, config.reward.weights, [folder])
 
 
 def _run_record(tracker, run) -> PolicyRecord:
@@ -240,9 +254,10 @@ def _search_parent(tracker, experiment: str, search: str):
 
 def front_policies(search: str, tracking_uri: str | None = None) -> pd.DataFrame:
     """The policies on the front of `search` (``EXPERIMENT/SEARCH``): its `front.csv` (role,
-    weights, each objective's mean over seeds with its interval, seeds, run ids, non_dominated)
-    with the `ref` that names each policy, ready for `load_policy`, `moalign generate`, `export`
-    and `register`.
+    weights, each objective's mean over seeds with its interval, seeds, run ids, feasible,
+    non_dominated) with the `ref` that names each policy, ready for `load_policy`, `moalign
+    generate`, `export` and `register`. A search still running gives the front of the children
+    it has finished (`status` says which): each is usable at once.
 
     After `make demo` (an example, not a doctest: it needs the demo's store)::
 
@@ -258,9 +273,14 @@ def front_policies(search: str, tracking_uri: str | None = None) -> pd.DataFrame
     tracker = MlflowTracker(None, tracking_uri)
     parent = _search_parent(tracker, experiment, name)
     text = tracker.read_text(parent.info.run_id, "front.csv")
-    if text is None:
-        raise MoalignError(f"search {search} (run {parent.info.run_id}) has no front.csv: it has not finished")
-    table = pd.read_csv(io.StringIO(text), dtype={"weights": str, "seeds": str, "run_ids": str})
+    if text is None:  # still running (or stopped): the front of its finished children so far
+        from moalign.reports.collect import load_search
+
+        table = load_search(tracker, parent, finished_only=True).policies
+        table["status"] = f"search {parent.info.status.lower()}: {len(table)} policies finished so far"
+    else:
+        table = pd.read_csv(io.StringIO(text), dtype={"weights": str, "seeds": str, "run_ids": str})
+        table["status"] = "search finished"
     table.insert(0, "ref", [f"{search}@{'base' if role == 'base' else w}" for role, w in zip(table["role"], table["weights"])])
     return table
 

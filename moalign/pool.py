@@ -95,7 +95,7 @@ def build_pool(train_cfg, spec: PoolSpec, records: list[dict], objectives: dict,
     if todo:
         model, tokenizer = _load_policy(train_cfg, spec.adapter)
         with tqdm(total=len(records), initial=len(records) - sum(len(records[k * CHUNK:(k + 1) * CHUNK]) for k in todo),
-                  desc=f"pool ({spec.split}, n={spec.n})", unit="prompt", disable=not progress) as bar:
+                  desc=f"pool ({spec.split}, n={spec.n})", unit="prompt", disable=None if progress else True) as bar:
             for k in todo:
                 t0 = time.perf_counter()
                 rows = list(range(k * CHUNK, min((k + 1) * CHUNK, len(records))))

@@ -23,7 +23,7 @@ from moalign.reports.labels import interval, policy_label
 N_SAMPLE_PROMPTS = 3
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 .moalign-run{font-size:13px;color:#444}.moalign-run input{font-family:monospace}
-table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+table{border-collapse:collapse;font-size:13px;margin:1em 0;display:block;max-width:100%;overflow-x:auto}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}td.text{text-align:left;max-width:380px;vertical-align:top}img{max-width:100%}
 h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:2em}.note{color:#666;font-size:13px}"""
 
@@ -110,9 +110,11 @@ def _policy_table(search: Search) -> pd.DataFrame:
     table = pol[["role", "weights"]].copy()
     for o in evaluated:
         table[f"{o} [95% CI]"] = [interval(*v) for v in zip(pol[o], pol[f"{o}_ci_low"], pol[f"{o}_ci_high"])]
-    for c in ("n_seeds", "feasible", "non_dominated", "oracle", "train_steps", "wall_time_s", "flags", "run_ids"):
+    for c in ("n_seeds", "feasible", "non_dominated", "oracle", "train_steps", "wall_time_s", "flags"):
         if c in pol:
             table[c] = pol[c]
+    if "run_ids" in pol:  # the first 8 characters name a run in the MLflow UI's search box; the full ids are in front.csv
+        table["runs"] = [", ".join(r[:8] for r in str(ids).split(",") if r) if isinstance(ids, str) else "" for ids in pol["run_ids"]]
     return table
 
 

@@ -62,10 +62,11 @@ def _seed(child) -> int:
     return int(child.data.tags.get("moalign.seed", child.data.params.get("seed", 0)))
 
 
-def _children(tracker, parent) -> list[tuple[str, object]]:
+def _children(tracker, parent, finished_only: bool = False) -> list[tuple[str, object]]:
     """(key, run) of each child: its own runs, and those it reused from other searches (a reused
     run is a child of the search that trained it, listed on this parent by `moalign.reused`)."""
-    own = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    status = " and attributes.status = 'FINISHED'" if finished_only else ""
+    own = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'{status}")
     children = [(r.data.tags.get("moalign.key", r.info.run_id), r) for r in own]
     children += [(key, tracker.get_run(run_id)) for key, run_id in reused_runs(parent).items()]
     if not children:
@@ -73,7 +74,8 @@ def _children(tracker, parent) -> list[tuple[str, object]]:
     return children
 
 
-def load_search(tracker, parent) -> Search:
+def load_search(tracker, parent, finished_only: bool = False) -> Search:
+    """A search read back from MLflow; `finished_only`: its finished children only (a search still running)."""
     params = parent.data.params
     objectives = json.loads(params["objectives"])
     directions = dict(zip(objectives, json.loads(params["directions"])))
@@ -81,7 +83,7 @@ def load_search(tracker, parent) -> Search:
         if key.startswith("eval_directions."):
             directions.setdefault(key.split(".", 1)[1], value)
     rows, samples = [], {}
-    for key, child in _children(tracker, parent):
+    for key, child in _children(tracker, parent, finished_only):
         tags, metrics = child.data.tags, child.data.metrics
         weights = json.loads(child.data.params["reward.weights"]) if "reward.weights" in child.data.params else None
         row = {"key": key, "role": tags.get("moalign.role", "?"),

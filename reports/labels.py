@@ -25,11 +25,16 @@ def policy_label(role: str, weights: str) -> str:
 
 
 def interval(mean: float, low: float, high: float) -> str:
-    """A mean and its interval as text; the mean alone where there is no interval.
+    """A mean and its interval as text, rounded to what the interval supports (two significant
+    digits of its width): more digits would be noise. The mean alone where there is no interval.
 
-    >>> interval(54.31, 52.08, 56.04), interval(0.5, float("nan"), float("nan"))
-    ('54.31 [52.08, 56.04]', '0.5')
+    >>> interval(54.31, 52.08, 56.04), interval(0.04235, 0.02763, 0.06108), interval(0.5, float("nan"), float("nan"))
+    ('54.3 [52.1, 56.0]', '0.042 [0.028, 0.061]', '0.5')
     """
     if not (np.isfinite(low) and np.isfinite(high)):
         return f"{mean:.4g}"
-    return f"{mean:.4g} [{low:.4g}, {high:.4g}]"
+    width = high - low
+    if not width > 0:  # no spread: the value itself
+        return f"{mean:.4g} [{low:.4g}, {high:.4g}]"
+    digits = max(0, 1 - int(np.floor(np.log10(width))))
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"

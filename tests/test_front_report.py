@@ -21,7 +21,9 @@ def search(name: str, means: list, own_eu: float) -> Search:
 
 
 def test_interval_text():
-    assert build.interval(54.31, 52.08, 56.04) == "54.31 [52.08, 56.04]"
+    assert build.interval(54.31, 52.08, 56.04) == "54.3 [52.1, 56.0]"  # to what the interval supports
+    assert build.interval(0.04235, 0.02763, 0.06108) == "0.042 [0.028, 0.061]"
+    assert build.interval(205.8, 182.0, 227.7) == "206 [182, 228]"
     assert build.interval(0.5, np.nan, np.nan) == "0.5"
 
 
@@ -45,7 +47,7 @@ def test_expected_utility_compares_on_one_weight_set_and_one_scale():
     assert eu["narrow"] < eu["wide"]
     summary = build._summary([wide, narrow], {"wide": (1.0, (0.9, 1.0)), "narrow": (0.5, (0.4, 0.6))}, eu)
     assert "common weights" in build.EU_COLUMN and summary[build.EU_COLUMN].tolist() == [eu["wide"], eu["narrow"]]
-    assert summary[build.HV_COLUMN].tolist() == ["1 [0.9, 1]", "0.5 [0.4, 0.6]"]
+    assert summary[build.HV_COLUMN].tolist() == ["1.00 [0.90, 1.00]", "0.50 [0.40, 0.60]"]
 
 
 def test_a_tracking_server_lost_mid_report_is_one_line(tmp_path, monkeypatch, capsys):

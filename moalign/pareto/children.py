@@ -274,7 +274,7 @@ class Children:
         counts = {}
         try:
             _, samples = evaluate_policy(model, tokenizer, self.eval_records, self.objectives, cfg.sampling,
-                                         cfg.model.use_chat_template, seed=unit.seed, counter=counts)
+                                         cfg.model.use_chat_template, seed=unit.seed, counter=counts, progress=cfg.progress)
         except BaseException:
             self.tracker.end_run(run_id, "KILLED")
             raise
@@ -450,7 +450,7 @@ def run_eval(ctx: ChildContext, units: list, children: Children | None = None) -
                 out[unit.key] = children.record_chosen(unit, samples, extra)
         else:
             policies = strategy.policies(pending)
-            for unit, model, tokenizer in tqdm(policies, total=len(pending), desc=pending[0].group, disable=not progress):
+            for unit, model, tokenizer in tqdm(policies, total=len(pending), desc=pending[0].group, disable=None if progress else True):
                 out[unit.key] = children.evaluate(unit, model, tokenizer)
             del policies
     return [out[u.key] for u in units]

@@ -99,23 +99,35 @@ def _run_children(config: SearchConfig, children: Children, strategy, ctx: Child
     """Base model once, then round after round what the strategy asks for, until it asks for nothing.
     Each round's units are independent: an executor may run them at once, in other processes."""
     done: dict[str, dict] = {}
+    name = config.name or config.strategy
 
     def collect(results) -> None:
         for row, samples in results:
             children.record_reused(row)
             done[row["key"]] = children.add(row, samples)
+            print(f"    {name} [{len(done)} done] {child_line(row, children.names)}", flush=True)
 
     local = executor is None  # in this process: share the open Children (and its tracker)
-    run = serial if local else executor
+    # in this process, each child's line as soon as it finishes; on Ray, when its round does
+    run = (lambda calls: [collect(_as_list(call())) for call in calls]) if local else executor
     extra = {"children": children} if local else {}
     if config.evaluate_base:
-        collect(run([functools.partial(run_eval, ctx, [base_unit(config.train.seed)], **extra)])[0])
+        out = run([functools.partial(run_eval, ctx, [base_unit(config.train.seed)], **extra)])
+        if not local:
+            collect(out[0])
+    rounds = 0
     while True:
         units = strategy.next_units(done)
         if not units:
             return
         if any(u.key in done for u in units):
             raise MoalignError(f"strategy {config.strategy!r} asked again for {next(u.key for u in units if u.key in done)}")
+        rounds += 1
+        kinds = {}
+        for unit in units:
+            kind = "pools" if isinstance(unit, PoolUnit) else ("evaluations" if isinstance(unit, EvalUnit) else "trainings")
+            kinds[kind] = kinds.get(kind, 0) + 1
+        print(f"    {name} round {rounds}: {', '.join(f'{n} {k}' for k, n in kinds.items())}", flush=True)
         groups: dict[str, list[EvalUnit]] = {}
         calls = []
         for unit in units:
@@ -126,8 +138,24 @@ def _run_children(config: SearchConfig, children: Children, strategy, ctx: Child
             else:
                 calls.append(functools.partial(run_train, ctx, unit, **extra))
         calls += [functools.partial(run_eval, ctx, group, **extra) for group in groups.values()]
-        for result in run(calls):
-            collect(result if isinstance(result, list) else [result])
+        results = run(calls)
+        if not local:
+            for result in results:
+                collect(_as_list(result))
+
+
+def _as_list(result) -> list:
+    """A call's (row, samples), or a group's list of them, as a list."""
+    return result if isinstance(result, list) else [result]
+
+
+def child_line(row: dict, names: list[str]) -> str:
+    """One finished child for the terminal: its key, its front scores, its time, reused or not."""
+    scores = ", ".join(f"{n} {row[n]:.4g}" for n in names if isinstance(row.get(n), (int, float)) and row[n] == row[n])
+    spent = row.get("wall_time_s")
+    time_text = f"{spent:.0f} s" if isinstance(spent, (int, float)) and spent == spent else ""
+    parts = [p for p in (scores, time_text, "reused" if row.get("reused") else "") if p]
+    return f"{row['key']}" + (f": {'; '.join(parts)}" if parts else "")
 
 
 def run_search(config: SearchConfig, tracker=None, executor=None) -> SearchResult:

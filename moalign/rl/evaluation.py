@@ -26,7 +26,7 @@ def batch_for(records: list[dict], prompt_rows: list[int], completions: list[str
 
 def evaluate_policy(model, tokenizer, records: list[dict], objectives: dict, sampling: SamplingConfig,
                     use_chat_template: bool = True, seed: int = 0, batch_prompts: int = 16, counter: dict | None = None,
-                    synced: bool = False):
+                    synced: bool = False, progress: bool = True):
     """(per-sample scores, samples table): `eval_num_generations` completions per prompt.
 
     `counter`, if given, gains the evaluation's cost: `generated_tokens` (sampled completion tokens)
@@ -38,6 +38,10 @@ def evaluate_policy(model, tokenizer, records: list[dict], objectives: dict, sam
     texts, rows = [], []
     was_training = model.training
     model.eval()
+    from tqdm.auto import tqdm
+
+    # a bar on a terminal only (tqdm's disable=None), as every long phase has
+    bar = tqdm(total=len(records), desc="evaluate", unit="prompt", leave=False, disable=None if progress else True)
     for start in range(0, len(records), batch_prompts):
         chunk = records[start : start + batch_prompts]
         rollout = generate(model, tokenizer, [r["prompt"] for r in chunk], n, sampling.max_new_tokens,
@@ -48,6 +52,8 @@ def evaluate_policy(model, tokenizer, records: list[dict], objectives: dict, sam
             counter["generated_tokens"] = counter.get("generated_tokens", 0) + int(rollout.completion_mask.sum())
             counter["forward_tokens"] = counter.get("forward_tokens", 0) + int(rollout.attention_mask.sum())
         rows += [start + i for i in rollout.prompt_index]
+        bar.update(len(chunk))
+    bar.close()
     model.train(was_training)
     scores = score(batch_for(records, rows, texts), objectives) if objectives else pd.DataFrame(index=range(len(texts)))
     samples = pd.DataFrame({"prompt": [records[i]["prompt"] for i in rows], "completion": texts})

@@ -14,10 +14,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from moalign.data import load_prompt_records, train_eval_split
 from moalign.errors import MoalignError
 from moalign.tracking import flatten
+
+
+CONFIG_FILE = "moalign_config.yaml"  # a run's config, saved in its adapter folder
 
 
 @dataclass
@@ -113,6 +117,9 @@ def finish_run(tracker, run_id, config, run_dir: Path, scores: pd.DataFrame, sam
     tracker.log_table(run_id, samples, "eval_samples.json")
     adapter_dir = run_dir / "adapter"
     from moalign.integrity import ADAPTER_HASH, folder_sha256
+
+    # the config beside the weights: whoever is handed the folder alone samples it as its run did
+    (adapter_dir / CONFIG_FILE).write_text(yaml.safe_dump(asdict(config), sort_keys=False), encoding="utf-8")
 
     # a param, which nobody can change once logged: what loaders check the weights against
     tracker.log_params(run_id, {ADAPTER_HASH: folder_sha256(adapter_dir)})

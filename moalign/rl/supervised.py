@@ -162,7 +162,7 @@ def train_supervised(config, resume_run_id: str | None = None, parent_run_id: st
 
     rows_per_pass = max(1, config.optim.micro_batch_size)
     step = start_step
-    bar = tqdm(range(start_step + 1, steps + 1), desc="fine-tune", disable=not config.progress, initial=start_step, total=steps)
+    bar = tqdm(range(start_step + 1, steps + 1), desc="fine-tune", disable=None if config.progress else True, initial=start_step, total=steps)
     try:
         policy.model.train()
         for step in bar:
@@ -218,7 +218,8 @@ def train_supervised(config, resume_run_id: str | None = None, parent_run_id: st
             eval_tokenizer = targets_tokenizer(tokenizer, reward.names, scale.targets(reward.weights))
         t_eval, eval_counts = time.perf_counter(), {}
         scores, samples = evaluate_policy(policy.model, eval_tokenizer, eval_records, eval_objectives, config.sampling,
-                                          config.model.use_chat_template, seed=config.seed, counter=eval_counts)
+                                          config.model.use_chat_template, seed=config.seed, counter=eval_counts,
+                                          progress=config.progress)
         t_eval = time.perf_counter() - t_eval
     except KeyboardInterrupt:
         done = history[-1]["step"] if history else 0

@@ -255,7 +255,7 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
         last_checkpoint = step
 
     step = start_step
-    bar = tqdm(range(start_step + 1, config.optim.steps + 1), desc="train", disable=not (config.progress and processes.is_main),
+    bar = tqdm(range(start_step + 1, config.optim.steps + 1), desc="train", disable=None if (config.progress and processes.is_main) else True,
                initial=start_step, total=config.optim.steps)
     try:
         for step in bar:
@@ -341,7 +341,7 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             scores, samples = evaluate_policy(policy.model, tokenizer, eval_records,
                                               eval_objectives if processes.is_main else {}, config.sampling,
                                               config.model.use_chat_template, seed=config.seed, counter=eval_counts,
-                                              synced=processes.sharded)
+                                              synced=processes.sharded, progress=config.progress and processes.is_main)
         t_eval = time.perf_counter() - t_eval
         if not processes.is_main:
             return TrainResult(run_id, run_dir, adapter_dir, config.optim.steps, {}, pd.DataFrame(history),
