@@ -258,6 +258,13 @@ class MlflowTracker(NullTracker):
         tracker.experiment_id = run.info.experiment_id
         return tracker, run
 
+    def create_experiment(self) -> str | None:
+        """The experiment's id, the experiment created if it does not exist yet (what a first run does)."""
+        if self.experiment_id is None and self.experiment:
+            with self._guard(f"create experiment {self.experiment!r}"), _store_lock(self.uri):
+                self.experiment_id = self._experiment_id(self.experiment)
+        return self.experiment_id
+
     def _existing(self, name: str) -> str | None:
         """The id of experiment `name`, None where it does not exist yet; a deleted one is an error."""
         found = self.client.get_experiment_by_name(name)
@@ -304,9 +311,7 @@ class MlflowTracker(NullTracker):
         tags = {k: str(v) for k, v in (tags or {}).items()}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id  # nests the run under its search in the UI
-        if self.experiment_id is None and self.experiment:
-            with self._guard(f"create experiment {self.experiment!r}"), _store_lock(self.uri):
-                self.experiment_id = self._experiment_id(self.experiment)
+        self.create_experiment()
         with self._guard("start a run"):
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         return run.info.run_id
@@ -366,6 +371,9 @@ class MlflowTracker(NullTracker):
 
     def find_runs(self, filter_string: str, order_by: list[str] | None = None) -> list:
         """Runs of this experiment matching an MLflow filter, e.g. "tags.`moalign.kind` = 'search'"."""
+        if self.experiment_id is None and self.experiment:  # another process may have created it since
+            with self._guard(f"open experiment {self.experiment!r}"):
+                self.experiment_id = self._existing(self.experiment)
         if self.experiment_id is None:  # not created yet: no runs
             return []
         with self._guard("search runs"):

@@ -77,14 +77,14 @@ def _deleted_experiment(ws: Workspace) -> list[str]:
     from moalign.tracking import MlflowTracker
 
     tracker = MlflowTracker("battery")
-    tracker.client.delete_experiment(tracker.experiment_id)
+    tracker.client.delete_experiment(tracker.create_experiment())
     return ws.train()
 
 
 def _existing_experiment(ws: Workspace, name: str = "battery") -> None:
     from moalign.tracking import MlflowTracker
 
-    MlflowTracker(name)
+    MlflowTracker(name).create_experiment()
 
 
 def _finished_run(ws: Workspace) -> list[str]:

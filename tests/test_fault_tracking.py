@@ -159,16 +159,16 @@ def test_processes_creating_one_store_and_experiment_at_once(tmp_path):
 
 def test_an_experiment_created_between_lookup_and_creation_is_found(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    existing = MlflowTracker("raced", uri).experiment_id
+    existing = MlflowTracker("raced", uri).create_experiment()
     real = MlflowClient.get_experiment_by_name
     lookups = []
 
-    def not_there_yet(self, name):  # the other process creates it right after this lookup
+    def not_there_yet(self, name):  # opening and creating both look it up: another process creates it in between
         lookups.append(name)
-        return None if len(lookups) == 1 else real(self, name)
+        return None if len(lookups) <= 2 else real(self, name)
 
     monkeypatch.setattr(MlflowClient, "get_experiment_by_name", not_there_yet)
-    assert MlflowTracker("raced", uri).experiment_id == existing and len(lookups) == 2
+    assert MlflowTracker("raced", uri).create_experiment() == existing and len(lookups) == 3  # refused as existing, found
 
 
 def test_last_step(tmp_path):

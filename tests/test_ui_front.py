@@ -94,7 +94,7 @@ def test_one_panel_per_pair_with_intervals_front_line_and_base():
     line = next(t for t in fig.data if t.mode == "lines" and t.xaxis == "x")
     assert list(line.x) == [0.05, 0.30, 0.50] and list(line.y) == [0.40, 0.20, 0.02]
     hover = trained.hovertext[0]
-    assert "weights: good 1, bad 0" in hover and "verbosity: 5 [4, 6]" in hover and "good: 0.5 [0.4, 0.6]" in hover
+    assert "weights: good 1, bad 0" in hover and "verbosity: 5.0 [4.0, 6.0]" in hover and "good: 0.50 [0.40, 0.60]" in hover
     assert "the cat &lt;sat&gt;" in hover and "good good good" in hover  # escaped, the first sample
     assert "base model" in base.hovertext[0]
 

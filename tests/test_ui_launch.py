@@ -176,7 +176,7 @@ def test_ui_runs_mlflow_ui_on_the_project_store_in_a_group_of_its_own(monkeypatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
-    experiment = MlflowTracker("quick", f"sqlite:///{tmp_path / 'mlflow.db'}").experiment_id
+    experiment = MlflowTracker("quick", f"sqlite:///{tmp_path / 'mlflow.db'}").create_experiment()
     seen, real = {}, subprocess.Popen
 
     def instead_of_mlflow(cmd, **kwargs):  # a process that ends at once, started as the server would be
