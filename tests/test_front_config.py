@@ -1,5 +1,4 @@
 """A search's settings fail when the config is built or when the search starts, never after training."""
-import json
 
 import pytest
 

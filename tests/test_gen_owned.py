@@ -3,7 +3,6 @@ repetition_penalty 3 and min_new_tokens 5, as many Hub instruct models ship such
 change what training samples or what a front's policies decode, or training is off-policy and a
 mix of one endpoint stops being that endpoint."""
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ siblings, reused runs copied into a child that points to the original).
 `finished_searches` (shared by the tests/test_use_*.py modules) runs one small soups search and a
 grid that reuses one of its endpoints, once per test session.
 """
-import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
