@@ -80,7 +80,8 @@ def child_key(role: str, weights=None, seed: int | None = None, tag: str = "") -
 # Training fields added after runs were made, left out of identities (train_hash, search_id) while
 # they are at the value that means "as before", so those runs and searches are still found.
 AS_BEFORE = {("model", "init_adapter"): None, ("model", "attn_implementation"): None,
-             ("sampling", "static_cache"): False, ("model", "disable_dropout"): False}
+             ("sampling", "static_cache"): False, ("model", "disable_dropout"): False,
+             ("reward", "weight_schedule"): None}
 
 
 def as_before(train: dict) -> dict:

@@ -124,6 +124,9 @@ class RewardConfig:
     lagrange_max: float = 10.0  # lagrangian: lambda's cap, so an unreachable constraint cannot swamp the reward
     pbi_theta: float = 5.0
     augment_rho: float = 0.05
+    # weights that change over training (moalign/rl/schedule.py): {kind: linear|cosine|constant|piecewise,
+    # start, end, steps, points}; None: `weights` throughout
+    weight_schedule: dict | None = None
 
     def __post_init__(self):
         from moalign.scalarization import CONSTRAINT_METHODS, NORMALIZATIONS, SCALARIZERS
@@ -147,6 +150,19 @@ class RewardConfig:
         _check(self.lagrange_max > 0, f"reward.lagrange_max must be > 0, got {self.lagrange_max}")
         _check(self.lagrange_init <= self.lagrange_max,
                f"reward.lagrange_init ({self.lagrange_init}) must be <= reward.lagrange_max ({self.lagrange_max})")
+        if self.weight_schedule is not None:
+            self.schedule()  # its keys and values, now; its vectors against the objectives in TrainConfig
+
+    def schedule(self, total_steps: int | None = None):
+        """The weight schedule (`moalign.rl.schedule`), resolved against the objectives when
+        `total_steps` is given; None without one."""
+        if self.weight_schedule is None:
+            return None
+        from moalign.config import from_dict
+        from moalign.rl.schedule import WeightSchedule
+
+        parsed = from_dict(WeightSchedule, self.weight_schedule, "reward.weight_schedule")
+        return parsed if total_steps is None else parsed.resolve(list(self.objectives), self.weights, total_steps)
 
     def resolve_normalization(self, group_size: int | None = None) -> str:
         """`auto` made concrete: `group` (GDPO; TRL's `normalize_then_sum`) when more than one
@@ -321,6 +337,12 @@ class TrainConfig:
                    f"{self.algorithm.name!r} (a group to compare within), got {self.sampling.num_generations}")
         if isinstance(self.eval_objectives, (list, tuple)):
             self.eval_objectives = {str(n): {} for n in self.eval_objectives}
+        if self.reward.weight_schedule is not None:
+            _check(not self.conditioning.enabled, "reward.weight_schedule: a weight-conditioned policy draws its own "
+                   "weights per prompt group; a schedule is for one policy's training")
+            _check(not self.supervised.enabled, "reward.weight_schedule: supervised fine-tuning has no steps of reward "
+                   "to schedule (it selects samples under reward.weights)")
+            self.reward.schedule(self.optim.steps)  # every vector one weight per objective
         if self.conditioning.enabled:
             self.conditioning.check_objectives(len(self.reward.objectives))
             # evaluation, load_policy and exports state the weights through the tokenizer's chat template

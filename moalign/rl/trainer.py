@@ -178,6 +178,7 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
     check_objective_fields(eval_objectives, eval_records)
     share_scoring(reward_fn, processes)  # after eval_objectives took the plain ones: only the main process evaluates
     algo = config.algorithm
+    schedule = config.reward.schedule(config.optim.steps)  # weights per step, or None: reward.weights throughout
 
     # Everything that can fail on the user's input fails before an MLflow run exists.
     tracker = tracker or make_tracker(config.tracking.enabled, config.tracking.experiment, config.tracking.tracking_uri)
@@ -283,14 +284,18 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             index = processes.gather([mine.start + i for i in rollout.prompt_index])
             prompt_rows = [rows[i] for i in index]
             batch = batch_for(train_records, prompt_rows, processes.gather(rollout.texts), groups=index)
+            weights = drawn[index] if drawn is not None else (
+                np.tile(schedule.at(step), (len(batch), 1)) if schedule is not None else None)
             try:
-                rewards, raw, metrics = reward_fn(batch, None if drawn is None else drawn[index])
+                rewards, raw, metrics = reward_fn(batch, weights)
             except MoalignError as exc:  # an objective failed: one line, the run FAILED, its checkpoint kept
                 how = "re-run the same search or pipeline" if parent_run_id else f"moalign train --resume {run_id}"
                 raise MoalignError(f"step {step}: {exc}; run marked FAILED, its last checkpoint kept "
                                    f"(continue with: {how})") from exc
             if drawn is not None:
                 metrics.update({f"conditioning/weight/{n}": float(drawn[:, j].mean()) for j, n in enumerate(reward_fn.names)})
+            if schedule is not None:  # the weights in force this step
+                metrics.update({f"weight/{n}": float(w) for n, w in zip(reward_fn.names, schedule.at(step))})
             t_score = time.perf_counter() - t0
 
             kl_coef = kl_control.value if kl_control else algo.kl_coef
