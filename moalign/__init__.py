@@ -34,8 +34,16 @@ def load_policy(ref: str, tracking_uri: str | None = None, device: str | None = 
     return _load_policy(ref, tracking_uri=tracking_uri, device=device, trust_remote_code=trust_remote_code)
 
 
+def infer_weights(search: str, labels, tracking_uri: str | None = None, log: bool = True):
+    """The reward weights a user's pairwise judgements of a front imply, with intervals and the
+    nearest front policy; see `moalign.preferences`."""
+    from moalign.preferences import infer_weights_for
+
+    return infer_weights_for(search, labels, tracking_uri, log)
+
+
 __all__ = [
     "Batch", "ConfigError", "MAXIMIZE", "MINIMIZE", "MoalignError", "Objective", "build_objectives",
-    "get_objective", "get_objective_names", "load_policy", "register_objective", "score", "search", "summarize",
+    "get_objective", "get_objective_names", "infer_weights", "load_policy", "register_objective", "score", "search", "summarize",
     "train",
 ]

@@ -145,6 +145,52 @@ def _cmd_front(args) -> int:
     return 0
 
 
+def _cmd_prefer(args) -> int:
+    import textwrap
+
+    from moalign.data import atomic_path
+    from moalign.preferences import infer_weights, load_front, log_preferences, read_labels
+
+    answers, tracker, parent = load_front(args.search, args.tracking_uri)
+    if args.write_pairs:
+        pairs = answers.pairs(args.pairs, args.seed)
+        with atomic_path(args.write_pairs) as tmp:
+            pairs.assign(winner="").to_json(tmp, orient="records", lines=True, force_ascii=False)
+        print(f"wrote {len(pairs)} pairs to {args.write_pairs}: fill in each winner (a, b or tie), then "
+              f"moalign prefer --search {args.search} --labels {args.write_pairs}")
+        return 0
+    if args.labels:
+        judgements = read_labels(args.labels, answers)
+    else:
+        if not sys.stdin.isatty():
+            raise MoalignError("moalign prefer asks its questions on a terminal: give --labels FILE (judgements as "
+                               "JSON lines) or --write-pairs FILE (pairs to judge elsewhere)")
+        rows = []
+        for i, pair in answers.pairs(args.pairs, args.seed).iterrows():
+            print(f"\n[{i + 1}/{args.pairs}] {textwrap.shorten(pair['prompt'], 300)}")
+            print("  a:", textwrap.fill(pair["completion_a"], 100, subsequent_indent="     "))
+            print("  b:", textwrap.fill(pair["completion_b"], 100, subsequent_indent="     "))
+            answer = ""
+            while answer not in ("a", "b", "t", "tie", "q"):
+                answer = input("  which is better? a, b, t(ie), q(uit): ").strip().lower()
+            if answer == "q":
+                break
+            rows.append({"prompt": pair["prompt"], "a": pair["a"], "b": pair["b"], "winner": "tie" if answer == "t" else answer})
+        import pandas as pd
+
+        judgements = pd.DataFrame(rows, columns=["prompt", "a", "b", "winner"])
+    result = infer_weights(judgements, answers, n_boot=args.n_bootstrap)
+    run_id = log_preferences(tracker, parent, judgements, result)
+    print(result.table().to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    held = f"{result.heldout_accuracy:.0%} of {result.heldout_n} held-back decisive judgements predicted" \
+        if result.heldout_n else "too few judgements to hold some back"
+    print(f"{result.note}; {held}")
+    if result.nearest_ref:
+        print(f"nearest front policy: {result.nearest_ref}  (moalign generate --run {result.nearest_ref} ...)")
+    print(f"logged as run {run_id} under the search")
+    return 0
+
+
 def _cmd_ui(args) -> int:
     from moalign.tracking import launch_ui
 
@@ -227,6 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("search", metavar="EXPERIMENT/SEARCH")
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     p.set_defaults(func=_cmd_front)
+
+    p = sub.add_parser("prefer", help="infer reward weights from which of two answers of a front you prefer")
+    p.add_argument("--search", required=True, metavar="EXPERIMENT/SEARCH")
+    p.add_argument("--labels", help="judgements as JSON lines: prompt, a, b (policies: 'base' or weights), winner (a|b|tie)")
+    p.add_argument("--write-pairs", metavar="FILE", help="write the pairs to judge (JSON lines, winner left empty) and stop")
+    p.add_argument("--pairs", type=int, default=20, help="pairs to ask about (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-bootstrap", type=int, default=500)
+    p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    p.set_defaults(func=_cmd_prefer)
 
     p = sub.add_parser("ui", help="start the MLflow UI on the project's store")
     p.add_argument("--host", default="127.0.0.1")

@@ -291,6 +291,15 @@ def build_report(experiment: str, out: str | Path, run_ids: list[str] | None = N
               "<p class='note'>" + "<br>".join(html.escape(x) for x in lines) + "</p>"]
         md += [f"## Reward-hacking checks: {s.name}", "", check_table.to_markdown(index=False),
                "", *(f"{x}  " for x in lines), ""]
+        if s.preferences:  # weights a user's judgements implied (moalign prefer)
+            prefs = pd.DataFrame([{**{k: v for k, v in p.items() if k not in s.objectives},
+                                   **{f"weight {o} [95% CI]": interval(*p[o]) for o in s.objectives}} for p in s.preferences])
+            note = ("Weights inferred from pairwise judgements of this front's answers (Bradley-Terry on the "
+                    "normalised score differences, weights on the simplex, 95% bootstrap intervals over judgements); "
+                    "held-out accuracy: the share of held-back decisive judgements the fit predicts.")
+            h += [f"<h2>Weights from preferences: {html.escape(s.name)}</h2><p class='note'>{html.escape(note)}</p>",
+                  prefs.to_html(index=False)]
+            md += [f"## Weights from preferences: {s.name}", "", note, "", prefs.to_markdown(index=False), ""]
         samples = _samples_side_by_side(s)
         if samples is not None:
             h += [f"<h2>Sample generations: {html.escape(s.name)}</h2>",

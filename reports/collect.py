@@ -34,6 +34,7 @@ class Search:
     run_samples: dict = field(default_factory=dict)  # run key -> eval samples DataFrame (None: not logged)
     kl: dict = field(default_factory=dict)  # run key -> the trainer's logged `kl` by step (trained runs)
     oracle: bool = False  # its policies chose among samples with the references' help: a ceiling, no policy
+    preferences: list = field(default_factory=list)  # weights inferred from a user's judgements (moalign prefer)
     constraints: list = field(default_factory=list)  # the search's constraints (moalign.scalarization.Constraint)
 
     @property
@@ -82,7 +83,7 @@ def load_search(tracker, parent, finished_only: bool = False) -> Search:
     for key, value in params.items():  # eval_directions is flattened by the tracker: eval_directions.<name>
         if key.startswith("eval_directions."):
             directions.setdefault(key.split(".", 1)[1], value)
-    rows, samples = [], {}
+    rows, samples, prefs = [], {}, []
     for key, child in _children(tracker, parent, finished_only):
         tags, metrics = child.data.tags, child.data.metrics
         weights = json.loads(child.data.params["reward.weights"]) if "reward.weights" in child.data.params else None
@@ -97,6 +98,12 @@ def load_search(tracker, parent, finished_only: bool = False) -> Search:
         row.update({k[5:]: v for k, v in metrics.items() if k.startswith("eval/")})
         rows.append(row)
         samples[key] = None if row["role"] in HELPER_ROLES else tracker.read_table(child.info.run_id, SAMPLES)
+        if row["role"] == "preferences":
+            prefs.append({"run": child.info.run_id[:8], "judgements": int(metrics.get("n_judgements", 0)),
+                          **{o: (metrics.get(f"weight/{o}", np.nan), metrics.get(f"weight/{o}/ci_low", np.nan),
+                                 metrics.get(f"weight/{o}/ci_high", np.nan)) for o in objectives},
+                          "held-out accuracy": metrics.get("heldout_accuracy", np.nan),
+                          "nearest policy": tags.get("moalign.nearest", "")})
     order = {role: i for i, role in enumerate(ROLES)}
     runs = pd.DataFrame(rows).sort_values(["role", "weights", "seed"], ascending=[True, False, True],
                                           key=lambda s: s.map(order).fillna(len(order)) if s.name == "role" else s).reset_index(drop=True)
@@ -127,7 +134,8 @@ def load_search(tracker, parent, finished_only: bool = False) -> Search:
         curves[label if len(scores.seeds) == 1 else f"{label} s{run['seed']}"] = pd.DataFrame(history).sort_index()
     return Search(parent.info.run_id, parent.info.run_name or parent.info.run_id[:8], params.get("strategy", "?"),
                   objectives, directions, dict(parent.data.metrics), policies, runs, scores, bounds, n_bootstrap,
-                  curves, policy_samples(runs, samples), samples, kl, oracle, constraints)
+                  curves, policy_samples(runs, samples), samples, kl, oracle=oracle, constraints=constraints,
+                  preferences=prefs)
 
 
 def _parents(tracker, experiment: str, run_ids: list[str]) -> list:

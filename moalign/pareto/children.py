@@ -44,7 +44,7 @@ TAG_LIMIT = 8000  # MLflow's maximum length of a tag value
 COSTS = ("train_steps", "generated_tokens", "forward_tokens", "trained_tokens", "wall_time_s")  # metrics cost/<name>, row columns
 # children that are no policy of the front: sample pools and training runs whose policies are
 # evaluated under other keys (a conditioned or Rewards-in-Context run, a rejection iteration)
-HELPER_ROLES = ("pool", "conditioned-train", "rewards_in_context-train", "rejection-iteration")
+HELPER_ROLES = ("pool", "conditioned-train", "rewards_in_context-train", "rejection-iteration", "preferences")
 
 
 def reused_runs(parent) -> dict[str, str]:
