@@ -121,8 +121,13 @@ def _cmd_export(args) -> int:
 
 def _cmd_register(args) -> int:
     from moalign.mlflow_model import register_policy
+    from moalign.serving import register_front
 
-    version = register_policy(args.run, args.name, args.alias, args.tracking_uri, args.trust_remote_code)
+    if args.search:
+        version = register_front(args.search, args.name, args.alias, args.tracking_uri, args.trust_remote_code,
+                                 args.cache_size)
+    else:
+        version = register_policy(args.run, args.name, args.alias, args.tracking_uri, args.trust_remote_code)
     print(f"registered {args.name} version {version.version}: models:/{args.name}/{version.version}"
           + (f", models:/{args.name}@{args.alias}" if args.alias else ""))
     return 0
@@ -261,8 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help=trust_help)
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("register", help="log a policy as an MLflow model and register it in the Model Registry")
-    p.add_argument("--run", required=True, metavar="REF", help=policy)
+    p = sub.add_parser("register", help="log a policy, or a whole front, as an MLflow model in the Model Registry")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", metavar="REF", help=policy)
+    what.add_argument("--search", metavar="EXPERIMENT/SEARCH",
+                      help="the whole front as one model that answers each request at the weights it asks for")
+    p.add_argument("--cache-size", type=int, default=4, help="--search: merged weight vectors kept in memory (soups, "
+                                                              "nearest policies)")
     p.add_argument("--name", required=True, help="registered model name")
     p.add_argument("--alias", help="alias to point at the new version, e.g. champion")
     p.add_argument("--tracking-uri", help=uri_help)
