@@ -167,3 +167,16 @@ def test_mlflow_models_serve_answers_concurrent_requests_at_different_weights(fr
         stopped = _stop(proc, port)
         log.close()
     assert stopped
+
+
+def test_the_serving_benchmark_runs(capsys, one_torch_thread):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_serving.py"
+    spec = importlib.util.spec_from_file_location("bench_serving", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--tiny", "--repeats", "1", "--prompts", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "cache hit" in out and "new weight vector" in out and "per-policy path" in out
