@@ -233,7 +233,8 @@ def run_search(config: SearchConfig, tracker=None, executor=None) -> SearchResul
     if parent_id:
         with tempfile.TemporaryDirectory() as tmp:
             table.to_csv(Path(tmp) / "front.csv", index=False)
-            tracker.log_table(parent_id, table, "front.json")  # the MLflow UI shows a logged table as a table
+            if tracker.read_text(parent_id, "front.json") is None:  # MLflow appends to a logged table: once
+                tracker.log_table(parent_id, table, "front.json")  # the MLflow UI shows a logged table as a table
             from moalign.reports.interactive import policy_samples, save_front_html
             from moalign.reports.plots import save_front_png
 
