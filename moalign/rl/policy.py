@@ -107,7 +107,10 @@ class Policy:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.config.lora:
-            self.model.save_pretrained(directory, **({} if state_dict is None else {"state_dict": state_dict}))
+            # save_embedding_layers=False: LoRA on linear layers changes no embedding, and peft's "auto" looks the
+            # base model's name up (on the hub, if it is no folder) to find out, warning when it cannot
+            self.model.save_pretrained(directory, save_embedding_layers=False,
+                                       **({} if state_dict is None else {"state_dict": state_dict}))
             # The base model by the name it was given (hub id, local path, or the bundled model's
             # name), not the cache folder it was loaded from, which is this machine's:
             # `moalign.load_policy` resolves the name wherever the adapter is loaded. Renamed after
