@@ -55,15 +55,18 @@ def ranked(pool: pd.DataFrame, reward_cfg, weights=None) -> pd.DataFrame:
 
 def top_k(pool: pd.DataFrame, reward_cfg, weights=None, k: int = 1, fallback: bool = False) -> pd.DataFrame:
     """The `k` best feasible samples of each prompt under `weights`, best first (ties: the earlier
-    sample). `fallback`: a prompt with no feasible sample keeps its least violating one (best-of-n
-    must answer every prompt); otherwise it keeps none (a fine-tune learns only feasible answers).
-    Samples with a missing score are never chosen."""
+    sample). A sample with a missing score is never chosen while its prompt has a scored one.
+    `fallback` (best-of-n, which must answer every prompt): a prompt with no feasible sample keeps
+    its least violating one (scored ones first); otherwise such a prompt keeps none (a fine-tune
+    learns only feasible answers)."""
     scored = ranked(pool, reward_cfg, weights)
-    scored = scored[np.isfinite(scored["score"])]
-    order = scored.assign(_infeasible=~scored["feasible"], _neg=-scored["score"],
+    finite = np.isfinite(scored["score"])
+    order = scored.assign(_unscored=~finite, _infeasible=~(scored["feasible"] & finite),
+                          _neg=np.where(finite, -scored["score"], 0.0),
                           _v=np.where(scored["feasible"], 0.0, scored["violation"]))
-    order = order.sort_values([GROUP, "_infeasible", "_v", "_neg"], kind="stable")
-    has_feasible = order.groupby(GROUP, sort=False)["feasible"].transform("any")
-    order = order[order["feasible"] | (fallback & ~has_feasible)]
-    picked = order.groupby(GROUP, sort=False).head(k)
-    return picked.drop(columns=["_infeasible", "_neg", "_v"])
+    order = order.sort_values([GROUP, "_unscored", "_infeasible", "_v", "_neg"], kind="stable")
+    has_feasible = order.groupby(GROUP, sort=False)["_infeasible"].transform("min") == 0
+    has_scored = order.groupby(GROUP, sort=False)["_unscored"].transform("min") == 0
+    keep = ~order["_infeasible"] | (fallback & ~has_feasible & (~order["_unscored"] | ~has_scored))
+    picked = order[keep].groupby(GROUP, sort=False).head(k)
+    return picked.drop(columns=["_unscored", "_infeasible", "_neg", "_v"])

@@ -80,3 +80,16 @@ def test_a_pool_without_an_objective_of_the_reward_is_refused_in_one_line():
     with pytest.raises(MoalignError, match="the pool has no scores for 'other'") as info:
         top_k(frame, config(), [1, 0], 1)
     assert "\n" not in str(info.value)
+
+
+def test_best_of_n_answers_a_prompt_whose_samples_all_lack_a_score():
+    """Dropped scores (on_invalid: drop) on every sample of a prompt: best-of-n still answers it (its
+    least violating sample), or answers would shift to other prompts; a fine-tune keeps none of them."""
+    frame = pool(np.random.default_rng(4), prompts=3, n=4)
+    frame.loc[frame["prompt_index"] == 1, "good"] = np.nan
+    chosen = top_k(frame, config(), [1, 0], 1, fallback=True)
+    assert chosen["prompt_index"].tolist() == [0, 1, 2]
+    unscored = frame[frame["prompt_index"] == 1]
+    least = unscored.loc[(unscored["bad"] - 0.5).clip(lower=0).idxmin(), "sample"]
+    assert chosen.set_index("prompt_index").loc[1, "sample"] == least
+    assert 1 not in set(top_k(frame, config(), [1, 0], 1)["prompt_index"])

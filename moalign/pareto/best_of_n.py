@@ -56,4 +56,7 @@ class BestOfN:
             parts.append(pd.concat([pd.DataFrame({"prompt_index": index, "prompt": [records[i]["prompt"] for i in index],
                                                   "completion": rollout.texts}), scores.reset_index(drop=True)], axis=1))
         chosen = top_k(pd.concat(parts, ignore_index=True), self.config.reward, self.weights, 1, fallback=True)
-        return chosen.sort_values("prompt_index")["completion"].tolist()
+        answers = chosen.set_index("prompt_index")["completion"].reindex(range(len(records)))
+        if answers.isna().any():  # top_k answers every prompt with fallback: a gap would shift answers to other records
+            raise MoalignError(f"best-of-n chose no answer for record {int(answers.isna().idxmax())}")
+        return answers.tolist()

@@ -15,13 +15,14 @@ the violation only, or it would pay forever for over-satisfying the constraint.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from moalign.errors import ConfigError, MoalignError
 from moalign.objective import Batch
 from moalign.registry import build_objectives, get_objective
 from moalign.rl.config import RewardConfig
 from moalign.scalarization import (
-    IdealPoint, LagrangeMultipliers, Scalarizer, group_ideal, make_normalizer, parse_constraint, to_minimize, validate_weights,
+    GroupNormalizer, IdealPoint, LagrangeMultipliers, Scalarizer, group_ideal, make_normalizer, parse_constraint, to_minimize, validate_weights,
 )
 from moalign.scoring import score
 
@@ -137,24 +138,39 @@ class MultiObjectiveReward:
     def _constraint_costs(self, values: np.ndarray, groups: np.ndarray, metrics: dict) -> np.ndarray:
         """What each valid sample pays for the constraints; updates the multipliers first (Safe
         RLHF's order: this batch's gap moves lambda, then lambda prices this batch). Gaps count in
-        the normaliser's units for each row (per group under `group`), the reward's own units."""
-        scale = np.broadcast_to(self.normalizer.scale(values, groups), values.shape)
+        the normaliser's units (its `scale`), so one coefficient fits every objective; under `group`
+        normalisation a sample's cost is its group's mean in those units plus its difference from
+        that mean in the group's own units (std + eps, as the reward's z-scores), so that between
+        siblings, where RLOO and GRPO compare, a constraint weighs as the reward does, while a group
+        whose siblings nearly agree cannot inflate the cost's level, nor lambda's updates."""
+        scale = np.broadcast_to(self.normalizer.scale(), (len(self.columns),))
         columns = [self.columns.index(c.objective) for c in self.constraints]
         raw_gaps = [c.gap(values[:, j]) for c, j in zip(self.constraints, columns)]
-        gaps = [gap / scale[:, j] for gap, j in zip(raw_gaps, columns)]
+        gaps = [gap / scale[j] for gap, j in zip(raw_gaps, columns)]
         lagrangian = self.config.constraint_method == "lagrangian"
         if lagrangian:
             self.multipliers.step([_mean(g) if len(g) else None for g in gaps])
         cost = np.zeros(len(values))
         for i, (constraint, raw_gap, gap) in enumerate(zip(self.constraints, raw_gaps, gaps)):
             lam = self.multipliers.values[i] if lagrangian else float(self.config.constraint_penalty)
-            cost += lam * (gap if lagrangian else np.maximum(gap, 0.0))
+            charged = raw_gap if lagrangian else np.maximum(raw_gap, 0.0)
+            cost += lam * self._in_reward_units(charged, values[:, columns[i]], groups, scale[columns[i]])
             key = f"constraints/{constraint.objective}"
             metrics[f"{key}/lambda"] = lam
             metrics[f"{key}/violation"] = _mean(np.maximum(raw_gap, 0.0))  # raw units, as people read them
             metrics[f"{key}/satisfied"] = _mean((raw_gap <= 0).astype(float))
             metrics[f"{key}/gap"] = _mean(gap)  # normalised, signed: what moves lambda
         return cost
+
+    def _in_reward_units(self, charged: np.ndarray, column: np.ndarray, groups: np.ndarray, scale: float) -> np.ndarray:
+        """A raw constraint charge (gap or violation) in the reward's units (see `_constraint_costs`)."""
+        if self.config.normalization != "group" or len(charged) == 0:
+            return charged / scale
+        frame = pd.DataFrame({"charged": charged, "value": column})
+        by_group = frame.groupby(np.asarray(groups), sort=False)
+        level = by_group["charged"].transform("mean").to_numpy()
+        spread = by_group["value"].transform("std").fillna(0.0).to_numpy() + GroupNormalizer.eps
+        return level / scale + (charged - level) / spread
 
     def state_dict(self) -> dict:
         """Plain lists and floats, so `torch.load(weights_only=True)` and JSON both take it."""

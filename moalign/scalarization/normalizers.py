@@ -101,10 +101,10 @@ class GroupNormalizer(IdentityNormalizer):
     """z-score within each prompt's group, as TRL's `normalize_then_sum` and GDPO do.
 
     (x - group mean) / (group sample std + 1e-4), TRL's std and epsilon; NaN rows are left out of
-    their group's statistics, and a group with one valid member scores 0. `scale(values, groups)`
-    is each row's group std too, so a constraint's cost counts in the same per-group units as the
-    reward it is subtracted from; where a group's siblings agree (std 0, or a group of one) there
-    is no spread to measure in, and the running std over every valid sample stands in.
+    their group's statistics, and a group with one valid member scores 0. A group's spread is no
+    objective's scale (siblings may nearly agree), so `scale()` is the running std over every valid
+    sample; the reward prices constraints between siblings in the groups' own units itself
+    (`MultiObjectiveReward._in_reward_units`).
     """
 
     eps = 1e-4
@@ -124,13 +124,7 @@ class GroupNormalizer(IdentityNormalizer):
         return ((frame - by_group.transform("mean")) / (std + self.eps)).to_numpy()
 
     def scale(self, values: np.ndarray | None = None, groups: np.ndarray | None = None) -> np.ndarray:
-        fallback = self.running.scale()
-        if values is None or groups is None:
-            return fallback
-        std = pd.DataFrame(np.asarray(values, dtype=float)).groupby(np.asarray(groups), sort=False).transform("std")
-        std = std.to_numpy()
-        spread = np.isfinite(std) & (std > 1e-9 * (1.0 + np.abs(np.asarray(values, dtype=float))))
-        return np.where(spread, std, np.broadcast_to(fallback, std.shape))
+        return self.running.scale()
 
     def state_dict(self) -> dict:
         return {"running": self.running.state_dict()}
