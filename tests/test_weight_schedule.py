@@ -127,3 +127,26 @@ def test_the_schedule_is_what_scores_each_step(tiny_llama, tmp_path, one_torch_t
                for cfg in (scheduled_cfg, plain, other))
     assert all(np.allclose(a[k].numpy(), b[k].numpy(), rtol=1e-6, atol=1e-8) for k in a)
     assert not all(np.allclose(a[k].numpy(), c[k].numpy(), rtol=1e-3, atol=1e-6) for k in a)
+
+
+@pytest.mark.parametrize("strategy,schedule,message", [
+    ("grid", {"kind": "piecewise", "points": [[1, [1, 0]]]}, "a schedule must end at each point's own weights"),
+    ("grid", {"kind": "linear", "start": [1, 0], "end": [0, 1]}, "a schedule must end at each point's own weights"),
+    ("rejection", {"kind": "linear", "start": [1, 0]}, "supervised fine-tuning has no steps of reward"),
+    ("conditioned", {"kind": "linear", "start": [1, 0]}, "a weight-conditioned policy draws its own"),
+])
+def test_a_search_refuses_a_schedule_its_points_cannot_follow_before_anything_runs(strategy, schedule, message, tiny_llama,
+                                                                                  tmp_path):
+    cfg = scheduled(tiny_llama, tmp_path)
+    cfg.reward.weight_schedule = schedule
+    with pytest.raises(ConfigError, match=message):
+        run_search(SearchConfig(train=cfg, strategy=strategy, weights=[[1, 0], [0, 1]], name="x"))
+    assert not (tmp_path / "mlflow.db").exists() or not MlflowClient(
+        f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(["0"])
+
+
+def test_a_rewards_in_context_search_needs_the_chat_template(tiny_llama, tmp_path):
+    cfg = scheduled(tiny_llama, tmp_path)
+    cfg.reward.weight_schedule, cfg.model.use_chat_template = None, False
+    with pytest.raises(ConfigError, match="rewards_in_context needs model.use_chat_template: true"):
+        run_search(SearchConfig(train=cfg, strategy="rewards_in_context", weights=[[1, 0]], name="x"))

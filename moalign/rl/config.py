@@ -343,6 +343,10 @@ class TrainConfig:
             _check(not self.supervised.enabled, "reward.weight_schedule: supervised fine-tuning has no steps of reward "
                    "to schedule (it selects samples under reward.weights)")
             self.reward.schedule(self.optim.steps)  # every vector one weight per objective
+        if self.supervised.enabled and self.supervised.select == "rewards_in_context":
+            # after training the targets reach the policy only through the chat template (as a conditioned one's weights)
+            _check(self.model.use_chat_template, "supervised.select rewards_in_context needs model.use_chat_template: true "
+                   "(a Rewards-in-Context policy is told its targets through the chat template)")
         if self.conditioning.enabled:
             self.conditioning.check_objectives(len(self.reward.objectives))
             # evaluation, load_policy and exports state the weights through the tokenizer's chat template

@@ -87,6 +87,29 @@ class NoOptions:
     """A strategy without options of its own: any key under `options:` is an error."""
 
 
+def check_schedule(config) -> None:
+    """A weight schedule in a search must end at each point's own weights (linear or cosine with
+    no `end`): any other form trains every point under the same weights, and the front's points
+    would differ only in their labels."""
+    from moalign.errors import ConfigError
+
+    schedule = config.train.reward.schedule()
+    if schedule is not None and (schedule.kind not in ("linear", "cosine") or schedule.end is not None):
+        raise ConfigError("train.reward.weight_schedule: in a search, a schedule must end at each point's own weights: "
+                          "kind linear or cosine, without `end` (it defaults to the point's weights)")
+
+
+def check_training(config, **sections) -> None:
+    """The training config a strategy will run, its sections switched on (`conditioning`,
+    `supervised`), validated now: a combination that cannot train fails before the search starts,
+    not when its first child does."""
+    train = copy.deepcopy(config.train)
+    for section, values in sections.items():
+        for key, value in values.items():
+            setattr(getattr(train, section), key, value)
+    train.__post_init__()
+
+
 def base_unit(seed: int) -> EvalUnit:
     return EvalUnit("base", None, seed, group="base")
 
@@ -115,8 +138,10 @@ class Strategy:
         from moalign.config import from_dict
 
         parsed = from_dict(cls.Options, options or {}, "options")
-        if config is not None and hasattr(parsed, "check"):
-            parsed.check(config)
+        if config is not None:
+            check_schedule(config)
+            if hasattr(parsed, "check"):
+                parsed.check(config)
         return parsed
 
     def next_units(self, done: dict[str, dict]) -> list[TrainUnit | EvalUnit]:

@@ -13,10 +13,9 @@ the policy was trained at.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
-from moalign.pareto.strategies.base import EvalUnit, Strategy, TrainUnit
+from moalign.pareto.strategies.base import EvalUnit, Strategy, TrainUnit, check_training
 
 TRAIN_ROLE = "conditioned-train"  # a helper (children.HELPER_ROLES): no point of the front
 ROLE = "conditioned"
@@ -28,9 +27,7 @@ class Options:
 
     def check(self, config) -> None:
         """The training run's config, conditioned, is checked before anything runs."""
-        train = copy.deepcopy(config.train)
-        train.conditioning.enabled = True
-        train.__post_init__()
+        check_training(config, conditioning={"enabled": True})
 
 
 class Conditioned(Strategy):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from moalign.errors import ConfigError
 from moalign.pareto.children import weights_key
-from moalign.pareto.strategies.base import TrainUnit
+from moalign.pareto.strategies.base import TrainUnit, check_training
 from moalign.pareto.strategies.pooled import PoolOptions, Pooled, _integer
 
 ROLE = "rejection"
@@ -34,6 +34,10 @@ class Options(PoolOptions):
         _integer(self.iterations, "iterations")
         if self.top_k > self.n:
             raise ConfigError(f"options.top_k ({self.top_k}) must be <= options.n ({self.n}): a prompt has n samples to keep from")
+
+    def check(self, config) -> None:
+        """The fine-tunes' config, checked before anything runs (e.g. a weight schedule: no steps of reward)."""
+        check_training(config, supervised={"enabled": True, "pool": "pool.parquet", "select": "top_k", "top_k": self.top_k})
 
 
 class Rejection(Pooled):

@@ -11,15 +11,25 @@ as that run's weights with a tokenizer stating the vector's targets.
 """
 from __future__ import annotations
 
-from moalign.pareto.strategies.base import EvalUnit, TrainUnit
-from moalign.pareto.strategies.pooled import Pooled
+from dataclasses import dataclass
+
+from moalign.pareto.strategies.base import EvalUnit, TrainUnit, check_training
+from moalign.pareto.strategies.pooled import PoolOptions, Pooled
 
 TRAIN_ROLE = "rewards_in_context-train"  # a helper (children.HELPER_ROLES)
 ROLE = "rewards_in_context"
 
 
+@dataclass
+class Options(PoolOptions):
+    def check(self, config) -> None:
+        """The one fine-tune's config, checked before anything runs (e.g. it needs the chat template)."""
+        check_training(config, supervised={"enabled": True, "pool": "pool.parquet", "select": "rewards_in_context"})
+
+
 class RewardsInContext(Pooled):
     name = "rewards_in_context"
+    Options = Options
 
     def next_units(self, done):
         units = []
