@@ -80,6 +80,7 @@ def build_pool(train_cfg, spec: PoolSpec, records: list[dict], objectives: dict,
                progress: bool = True) -> pd.DataFrame:
     """The pool's table, sampled and scored part by part into `work` (continuing from the parts
     already there), then read back whole; see the module docstring."""
+    import torch
     from tqdm.auto import tqdm
 
     from moalign.rl.evaluation import batch_for
@@ -107,6 +108,10 @@ def build_pool(train_cfg, spec: PoolSpec, records: list[dict], objectives: dict,
                 part = pd.DataFrame({"prompt_index": index, "sample": [i % spec.n for i in range(len(index))],
                                      "prompt": [records[i]["prompt"] for i in index], "completion": rollout.texts,
                                      "completion_tokens": rollout.completion_mask.sum(1).tolist(),
+                                     # ended by its own EOS, not cut at max_new_tokens
+                                     "stopped": (rollout.input_ids[:, -rollout.n_completion:][
+                                         torch.arange(len(index)), (rollout.completion_mask.sum(1) - 1).clamp(min=0)]
+                                         == tokenizer.eos_token_id).tolist(),
                                      "sequence_tokens": rollout.attention_mask.sum(1).tolist(),
                                      "seconds": (time.perf_counter() - t0) / len(index)})
                 _write(pd.concat([part, scores.reset_index(drop=True)], axis=1), work / f"part-{k:06d}.parquet")

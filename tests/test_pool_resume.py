@@ -100,3 +100,17 @@ def test_a_pool_killed_mid_way_continues_from_its_last_whole_part(tiny_llama, tm
     cols = ["prompt_index", "sample", "prompt", "completion", "completion_tokens", "good", "kill"]
     pd.testing.assert_frame_equal(tables[0][cols], tables[1][cols])
     assert resumed.policies["good"].tolist() == uninterrupted.policies["good"].tolist()
+
+
+def test_a_pool_records_whether_each_sample_stopped_by_itself(tiny_llama, tmp_path, one_torch_thread):
+    from moalign import get_objective
+    from moalign.pool import PoolSpec, build_pool
+
+    search = config(tiny_llama, tmp_path)
+    records = [{"prompt": p} for p in ("the cat sat", "a dog was", "rain on the city")]
+    frame = build_pool(search.train, PoolSpec("eval", n=8, seed=0), records, {"verbosity": get_objective("verbosity")},
+                       tmp_path / "parts", progress=False)
+    limit = search.train.sampling.max_new_tokens
+    assert frame["stopped"].dtype == bool
+    assert frame.loc[frame["completion_tokens"] < limit, "stopped"].all()  # ended early: by their own EOS
+    assert (~frame["stopped"]).any() and (frame.loc[~frame["stopped"], "completion_tokens"] == limit).all()  # cut

@@ -114,7 +114,7 @@ def test_a_rewards_in_context_policy_is_told_its_targets_as_training_stated_them
     trained_cfg = copy.deepcopy(cfg)
     trained_cfg.supervised = SupervisedConfig(enabled=True, pool=training.data.params["supervised.pool"],
                                               select="rewards_in_context")
-    prompts, _, fitted, _ = supervised_examples(trained_cfg, MultiObjectiveReward(trained_cfg.reward))
+    prompts, _, _, fitted, _ = supervised_examples(trained_cfg, MultiObjectiveReward(trained_cfg.reward))
     assert fitted == scale and all(p.startswith("[targets: good=") and "\n" in p for p in prompts)
     # evaluation samples keep the plain prompts: fronts line policies up by them
     samples = MlflowTracker(None, uri).read_table(runs["rewards_in_context:0.5000,0.5000:s0"].info.run_id,

@@ -68,6 +68,9 @@ def test_the_loss_covers_each_completion_and_its_eos_never_the_prompt(tiny_llama
     logits, targets, mask = completion_logits(policy.model, p_ids, c_ids, tok.pad_token_id, "cpu")
     assert mask.sum(1).tolist() == [3, 2] and logits.shape[:2] == targets.shape == mask.shape
     assert targets[0, :3].tolist() == c_ids[0]  # the targets are the completion's tokens, in order
+    # a completion cut at max_new_tokens did not stop there: no EOS to learn after it
+    _, cut = encode(tok, ["the cat sat", "a dog"], ["good good", "bad"], True, stopped=[True, False])
+    assert cut[0][-1] == tok.eos_token_id and tok.eos_token_id not in cut[1]
 
 
 def test_fine_tuning_learns_the_chosen_samples_and_not_the_others(tiny_llama, tmp_path, one_torch_thread):

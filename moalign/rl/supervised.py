@@ -42,8 +42,9 @@ from moalign.rl.runs import TrainResult, end_run, finish_run, load_data, record_
 from moalign.tracking import make_tracker
 
 
-def supervised_examples(config, reward: MultiObjectiveReward) -> tuple[list[str], list[str], ScoreScale | None, dict]:
-    """(prompts, completions, the score scale of a Rewards-in-Context run or None, counts to log)."""
+def supervised_examples(config, reward: MultiObjectiveReward):
+    """(prompts, completions, whether each completion's sampling stopped by itself, the score scale
+    of a Rewards-in-Context run or None, counts to log)."""
     from moalign.pool import read_pool
 
     sup = config.supervised
@@ -74,7 +75,9 @@ def _examples(config, reward, pool):
         raise MoalignError(f"none of its {len(pool)} samples is feasible under "
                            f"{', '.join(config.reward.constraints)}: loosen the constraints or sample more per prompt")
     counts.update({"examples": len(chosen), "examples/prompts": int(chosen["prompt_index"].nunique())})
-    return prompts, chosen["completion"].tolist(), scale, counts
+    # a pool from before `stopped` was recorded: every completion taken as ended
+    stopped = chosen["stopped"].astype(bool).tolist() if "stopped" in chosen else [True] * len(chosen)
+    return prompts, chosen["completion"].tolist(), stopped, scale, counts
 
 
 def batch_rows(n_examples: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -85,12 +88,16 @@ def batch_rows(n_examples: int, batch_size: int, step: int, seed: int) -> list[i
     return order[j * batch_size:(j + 1) * batch_size].tolist()
 
 
-def encode(tokenizer, prompts: list[str], completions: list[str], use_chat_template: bool):
-    """(prompt ids, completion ids + EOS) per example, prompts formatted as generation formats them."""
+def encode(tokenizer, prompts: list[str], completions: list[str], use_chat_template: bool, stopped=None):
+    """(prompt ids, completion ids) per example, prompts formatted as generation formats them; a
+    completion ends in EOS where its sampling stopped there (`stopped`, default all), not where
+    it was cut at max_new_tokens: stopping mid-sentence is not what a fine-tune should teach."""
     templated = use_chat_template and bool(getattr(tokenizer, "chat_template", None))
     prompt_ids = [tokenizer(format_prompt(tokenizer, p, use_chat_template), add_special_tokens=not templated).input_ids
                   for p in prompts]
-    completion_ids = [tokenizer(c, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] for c in completions]
+    stopped = [True] * len(completions) if stopped is None else list(stopped)
+    completion_ids = [tokenizer(c, add_special_tokens=False).input_ids + ([tokenizer.eos_token_id] if end else [])
+                      for c, end in zip(completions, stopped)]
     return prompt_ids, completion_ids
 
 
@@ -119,7 +126,7 @@ def train_supervised(config, resume_run_id: str | None = None, parent_run_id: st
     reward = MultiObjectiveReward(config.reward)
     extra = build_objectives(config.eval_objectives) if config.eval_objectives else {}
     eval_objectives = {**reward.all_objectives, **extra}
-    prompts, completions, scale, counts = supervised_examples(config, reward)
+    prompts, completions, stopped, scale, counts = supervised_examples(config, reward)
 
     tracker = tracker or make_tracker(config.tracking.enabled, config.tracking.experiment, config.tracking.tracking_uri)
     resume_state = None
@@ -130,7 +137,7 @@ def train_supervised(config, resume_run_id: str | None = None, parent_run_id: st
     policy = Policy(config.model, adapter_dir=resume_state["adapter_dir"] if resume_state else None,
                     max_new_tokens=config.sampling.max_new_tokens)
     tokenizer = policy.tokenizer
-    prompt_ids, completion_ids = encode(tokenizer, prompts, completions, config.model.use_chat_template)
+    prompt_ids, completion_ids = encode(tokenizer, prompts, completions, config.model.use_chat_template, stopped)
     steps = config.supervised.epochs * math.ceil(len(prompts) / sup.batch_size)
 
     run_id, run_dir = start_run(tracker, config, resume_run_id, tags, parent_run_id)
@@ -180,11 +187,13 @@ def train_supervised(config, resume_run_id: str | None = None, parent_run_id: st
                     logp, _ = gather_logprobs(logits, targets)
                     nll = -(logp * mask).sum() / n_tokens
                     loss = nll
-                    if sup.kl_coef > 0:
+                    if sup.kl_coef > 0:  # the reference in eval mode: no dropout noise in the anchor
+                        policy.model.eval()
                         with torch.no_grad(), policy.as_reference() as reference:
                             ref_logits, _, _ = completion_logits(reference, [prompt_ids[i] for i in part],
                                                                  [completion_ids[i] for i in part],
                                                                  tokenizer.pad_token_id, policy.device)
+                        policy.model.train()
                         kl = (exact_kl(logits, ref_logits) * mask).sum() / n_tokens
                         loss = loss + sup.kl_coef * kl
                         sums["kl"] += kl.item()
