@@ -43,14 +43,45 @@ class PoolSpec:
     adapter: str | None = None  # sample from this adapter folder (a trained run's); None: the base model
 
 
-def pool_hash(train_cfg, spec: PoolSpec, objectives: dict, prompts: list[str]) -> str:
-    """Same model, prompts, sampling settings and objectives: the same pool, wherever it was made."""
+def records_digest(records: list[dict]) -> str:
+    """One hash of what objectives read of each record (prompt, references, source), in order:
+    a pool scored against other references (or sources) is another pool."""
+    fields = [[r.get("prompt"), r.get("references"), r.get("source")] for r in records]
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def pool_hash(train_cfg, spec: PoolSpec, objectives: dict, records: list[dict]) -> str:
+    """Same model (and adapter, by its content), records, sampling settings and objectives: the
+    same pool, wherever it was made."""
+    from moalign.integrity import folder_sha256
+
     model = train_cfg.model
-    data = {"model": [model.name, model.dtype, model.use_chat_template], "spec": asdict(spec),
-            "max_new_tokens": train_cfg.sampling.max_new_tokens,
+    adapter = folder_sha256(spec.adapter) if spec.adapter and Path(spec.adapter).is_dir() else spec.adapter
+    data = {"model": [model.name, model.dtype, model.use_chat_template, model.attn_implementation],
+            "spec": {**asdict(spec), "adapter": adapter}, "max_new_tokens": train_cfg.sampling.max_new_tokens,
             "objectives": {n: [type(o).__name__, o.get_params()] for n, o in sorted(objectives.items())},
-            "prompts": hashlib.sha256("\x00".join(prompts).encode()).hexdigest()}
+            "records": records_digest(records)}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def matches(run, path: str | Path, spec: PoolSpec, records: list[dict], objectives: dict) -> bool:
+    """Whether a finished pool run (its table at `path`, already checked against its logged hash)
+    is the pool its `pool_hash` tag claims for this search: its logged sampling settings are
+    `spec`'s, its table's prompts are `records`' in order, and it scored every objective. A tag is
+    anyone's to write; this is what a reusing search checks."""
+    from moalign.tracking import flatten
+
+    logged = run.data.params
+    if any(logged.get(f"pool.{k}") != v for k, v in flatten(asdict(spec)).items() if k != "adapter"):
+        return False
+    if logged.get("pool.records") not in (None, records_digest(records)):
+        return False
+    try:
+        table = pd.read_parquet(path)
+    except Exception:  # unreadable: no pool at all
+        return False
+    prompts = table.groupby("prompt_index", sort=True)["prompt"].first().tolist()
+    return prompts == [r["prompt"] for r in records] and all(n in table.columns for n in objectives)
 
 
 def _parts(work: Path) -> dict[int, Path]:

@@ -2,6 +2,7 @@
 Anyone who can write to a shared store can rewrite tags and log new runs, so `trust_remote_code`
 comes only from the caller, weights are the run's own (hashed at training), and a search reuses a
 run only when its logged config hashes to the train_hash it claims."""
+import json
 import shutil
 
 import pytest
@@ -131,3 +132,39 @@ def test_a_run_is_reused_only_if_its_config_hashes_to_the_train_hash_it_claims(t
     assert not second.runs["reused"].any()  # trained afresh: neither claim holds
     assert second.runs["run_id"].iloc[0] not in (forged.run_id, trained_id)
     assert MlflowClient(uri).get_run(second.runs["run_id"].iloc[0]).data.tags["moalign.train_hash"] == wanted
+
+
+def test_a_forged_pool_claim_is_not_reused(tiny_llama, tmp_path, one_torch_thread):
+    """A run tagged with the pool_hash a search will look for, consistent with itself (its table
+    hashes to its logged param) but not the pool it claims: the search samples its own."""
+    import pandas as pd
+
+    from moalign.integrity import POOL_HASH, file_sha256
+    from moalign.pool import PoolSpec, pool_hash
+    from moalign.rl.reward import MultiObjectiveReward
+    from moalign.rl.trainer import load_data
+    from moalign.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = tiny_config(tiny_llama, write_prompts(tmp_path / "p.jsonl"), tmp_path,
+                      tracking=TrackingConfig(tracking_uri=uri, experiment="pools"))
+    search = SearchConfig(train=cfg, strategy="best_of_n", weights=[[1.0]], name="bon", n_bootstrap=100,
+                          options={"n": 2}, evaluate_base=False)
+    reward = MultiObjectiveReward(cfg.reward)
+    eval_records = load_data(cfg)[1]
+    objectives = {**reward.all_objectives}
+    wanted = pool_hash(cfg, PoolSpec("eval", 2, 1.0, 1.0, cfg.seed), objectives, eval_records)
+    fake = tmp_path / "fake.parquet"
+    pd.DataFrame({"prompt_index": [0, 0], "sample": [0, 1], "prompt": ["not the prompt"] * 2,
+                  "completion": ["bad bad", "bad"], "good": [1.0, 1.0]}).to_parquet(fake)
+    tracker = MlflowTracker("pools", uri)
+    forged = tracker.start_run("pool:eval:s0", {"moalign.pool_hash": wanted, "moalign.role": "pool",
+                                                "moalign.pool_path": str(fake)})
+    tracker.log_params(forged, {POOL_HASH: file_sha256(fake), "pool.split": "eval", "pool.n": 2, "pool.temperature": 1.0,
+                                "pool.top_p": 1.0, "pool.seed": cfg.seed, "pool.adapter": None})
+    tracker.end_run(forged)
+    result = run_search(search)
+    parent = MlflowClient(uri).get_run(result.parent_run_id)
+    assert "pool:eval:s0" not in json.loads(parent.data.tags.get("moalign.reused", "{}"))
+    pools = MlflowClient(uri).search_runs([parent.info.experiment_id], "tags.`moalign.key` = 'pool:eval:s0'")
+    assert {p.info.run_id for p in pools} - {forged}  # sampled its own

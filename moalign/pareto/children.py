@@ -213,8 +213,10 @@ class Children:
         tags, run_id = run.data.tags, run.info.run_id
         scratch = Path(self.train_cfg.output_dir) / run_id / "verified"
         if role == "pool":
+            if POOL_HASH not in run.data.params:
+                raise MoalignError(f"pool run {run_id} logged no {POOL_HASH}: its table cannot be checked")
             local = tags.get("moalign.pool_path")
-            if local and (check_pool(run, local) or POOL_HASH not in run.data.params):
+            if local and check_pool(run, local):
                 return Path(local)
             with guard(self.tracker.uri, f"read the pool of run {run_id}"):
                 path = Path(self.tracker.client.download_artifacts(run_id, "pool/pool.parquet", str(scratch)))
@@ -302,16 +304,20 @@ class Children:
         done = self.read_back(key, unit.role, unit.seed, None)
         if done is not None:
             return done[0], None
-        phash = pool_hash(self.train_cfg, spec, objectives, [r["prompt"] for r in records])
+        from moalign.pool import matches, records_digest
+
+        phash = pool_hash(self.train_cfg, spec, objectives, records)
         run_id = self.unfinished_id(key)
         if run_id is None:
-            reused = self._reuse(key, unit, "moalign.pool_hash", phash)
+            reused = self._reuse(key, unit, "moalign.pool_hash", phash,
+                                 lambda run: matches(run, self._verified_folder(run, "pool"), spec, records, objectives))
             if reused is not None:
                 return reused[0], None
             tags = {**self.tags(key, unit.role, unit.seed), "moalign.pool_hash": phash}
             run_id = self.tracker.start_run(key, tags, self.parent_id)
             self.tracker.log_params(run_id, {**{f"pool.{k}": v for k, v in asdict(spec).items()},
                                              "pool.objectives": sorted(objectives), "pool.prompts": len(records),
+                                             "pool.records": records_digest(records),
                                              "pool.max_new_tokens": self.train_cfg.sampling.max_new_tokens})
             self.tracker.log_dict(run_id, asdict(self.train_cfg), "config.yaml")  # the model and data it sampled
         else:
@@ -373,7 +379,7 @@ class Children:
         """A tag is anyone's to write: a training run is reused only if the config it logged hashes
         to the train_hash it claims (its weights are checked against their own hash when read)."""
         if tag != "moalign.train_hash":
-            return True  # a pool: its table is checked against the hash it logged when read back
+            return False  # no other claim is taken on trust: a pool's reuse passes its own check
         from moalign.config import from_dict, parse_yaml
         from moalign.rl.config import TrainConfig
 
@@ -383,14 +389,21 @@ class Children:
         except Exception:  # an unreadable or invalid config claims nothing
             return False
 
-    def _reuse(self, key, unit, tag: str, value: str) -> tuple[dict, pd.DataFrame | None] | None:
+    def _reuse(self, key, unit, tag: str, value: str, check=None) -> tuple[dict, pd.DataFrame | None] | None:
         """A finished run with the same identity (`tag` = `value`: a training config's train_hash, a
         pool's pool_hash) elsewhere in the experiment (e.g. the soups' endpoints when a grid includes
-        the extremes), read back as it is; the orchestrator records it on the parent. None (train it)
-        when the parent's tag has no room left for one more."""
+        the extremes), read back as it is, if its claim holds (`check(run)`, default `_claim_holds`);
+        the orchestrator records it on the parent. None (train it) when none does, or the parent's
+        tag has no room left for one more."""
         found = self.tracker.find_runs(f"tags.`{tag}` = '{value}' and attributes.status = 'FINISHED'")
         for run in found:
-            if run.data.tags.get("mlflow.parentRunId") == self.parent_id or not self._claim_holds(run, tag, value):
+            if run.data.tags.get("mlflow.parentRunId") == self.parent_id:
+                continue
+            try:
+                holds = check(run) if check is not None else self._claim_holds(run, tag, value)
+            except MoalignError:  # its weights or table are not what it logged: not reused
+                holds = False
+            if not holds:
                 continue
             if len(json.dumps({**self.reused, key: run.info.run_id}, separators=(",", ":"))) > TAG_LIMIT:
                 return None
