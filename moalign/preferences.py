@@ -92,7 +92,8 @@ class FrontAnswers:
                 for y in range(x + 1, len(keys)):
                     i, k = self.policies.index(keys[x]), self.policies.index(keys[y])
                     gap = float(np.nansum(np.abs(self.scores[i, j] - self.scores[k, j]) / spread))
-                    if self.completions[keys[x]].get(prompt) != self.completions[keys[y]].get(prompt):
+                    a, b = self.completions[keys[x]].get(prompt), self.completions[keys[y]].get(prompt)
+                    if a is not None and b is not None and a != b:
                         rows.append((gap, prompt, keys[x], keys[y]))
         rows.sort(key=lambda r: -r[0])
         chosen, seen = [], set()
@@ -296,6 +297,8 @@ def infer_weights_for(search: str, labels, tracking_uri: str | None = None, log:
         unknown = sorted((set(judgements["a"]) | set(judgements["b"])) - set(answers.policies))
         if unknown or not judgements["winner"].isin(list(WINNERS)).all():
             raise MoalignError(f"judgements: unknown policies {unknown} or winners other than a, b, tie")
+        if not judgements["prompt"].isin(answers.prompts).all() or (judgements["a"] == judgements["b"]).any():
+            raise MoalignError("judgements: a prompt none of the front's held-out prompts, or a = b")
     else:
         judgements = read_labels(labels, answers)
     result = infer_weights(judgements, answers, n_boot=n_boot)

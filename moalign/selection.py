@@ -3,9 +3,9 @@ its scalarisation ranks best.
 
 This is the "select" of sample-score-select methods: best-of-n keeps one sample per held-out
 prompt, rejection-sampling fine-tuning keeps the top k of each training prompt. The ranking is the
-reward's own (`MultiObjectiveReward.rank_scores`: the configured normalisation, decomposition and
-weights), computed on the pool as a whole, so a pool's samples are ranked exactly as RL would
-reward them under the same statistics; feasibility is every constraint met by the raw scores.
+reward's own scalarisation (`MultiObjectiveReward.rank_scores`: the configured normalisation,
+decomposition and weights), computed on the pool as a whole; where RL would subtract what a
+constraint costs, selection keeps only samples that meet every constraint on their raw scores.
 """
 from __future__ import annotations
 

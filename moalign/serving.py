@@ -223,7 +223,7 @@ def build_front(search: str, folder: Path, tracking_uri: str | None = None, trus
         raise MoalignError(f"search {search}: a best-of-n front chosen with the references' help is an oracle ceiling, "
                            f"not a policy to serve")
     table = front_policies(search, tracking_uri)
-    if "search finished" not in str(table["status"].iloc[0]):
+    if str(table["status"].iloc[0]) != "search finished":
         raise MoalignError(f"search {search} has not finished: register it once its front is whole")
     objectives = json.loads(parent.data.params["objectives"])
     trained = table[table["role"] != "base"]

@@ -75,6 +75,16 @@ def _children(tracker, parent, finished_only: bool = False) -> list[tuple[str, o
     return children
 
 
+def _common_seeds(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the seeds that every policy trained on several seeds has finished (a policy with
+    one run, the base model, stands for all), so a front in progress compares like with like."""
+    multi = runs[runs["role"] != "base"].groupby(["role", "weights"])["seed"].agg(set)
+    if multi.empty:
+        return runs
+    common = set.intersection(*multi.tolist()) or {min(min(s) for s in multi)}
+    return runs[(runs["role"] == "base") | runs["seed"].isin(common)].reset_index(drop=True)
+
+
 def load_search(tracker, parent, finished_only: bool = False) -> Search:
     """A search read back from MLflow; `finished_only`: its finished children only (a search still running)."""
     params = parent.data.params
@@ -109,7 +119,10 @@ def load_search(tracker, parent, finished_only: bool = False) -> Search:
                                           key=lambda s: s.map(order).fillna(len(order)) if s.name == "role" else s).reset_index(drop=True)
     evaluated = [c for c in directions if c in runs.columns]
     # helpers (pools, a conditioned search's training run) are no points of the front, as the search counts them
-    scores = PolicyScores(runs[~runs["role"].isin(HELPER_ROLES)].reset_index(drop=True), samples, evaluated)
+    policies_runs = runs[~runs["role"].isin(HELPER_ROLES)].reset_index(drop=True)
+    if finished_only:  # a search still running: the seeds every trained policy has finished so far
+        policies_runs = _common_seeds(policies_runs)
+    scores = PolicyScores(policies_runs, samples, evaluated)
     dirs = [directions[o] for o in objectives]
     tagged = parent.data.tags.get("moalign.reference_point")  # absent if the search never finished
     ref = np.array(json.loads(tagged)) if tagged else reference_point(scores.means(objectives), dirs, "nadir")

@@ -86,3 +86,14 @@ def test_an_adapter_folder_alone_generates_as_its_run_did(soups, tmp_path):
     a, b = ([json.loads(line)["completion"] for line in (tmp_path / f).read_text().splitlines()] for f in ("a.jsonl", "b.jsonl"))
     assert a == b  # the run's 7 new tokens and chat template, not generate's defaults
     assert max(len(c.split()) for c in a) <= 7
+
+
+def test_a_front_in_progress_compares_the_seeds_every_policy_has_finished():
+    import pandas as pd
+
+    from moalign.reports.collect import _common_seeds
+
+    runs = pd.DataFrame({"role": ["base", "trained", "trained", "trained", "trained", "trained"],
+                         "weights": ["", "1,0", "1,0", "1,0", "0,1", "0,1"], "seed": [0, 0, 1, 2, 0, 1]})
+    kept = _common_seeds(runs)
+    assert sorted(zip(kept["weights"], kept["seed"])) == [("", 0), ("0,1", 0), ("0,1", 1), ("1,0", 0), ("1,0", 1)]

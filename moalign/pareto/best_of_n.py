@@ -38,7 +38,10 @@ class BestOfN:
 
     def answer(self, records: list[dict], max_new_tokens: int, use_chat_template: bool = True, seed: int = 0,
                batch_prompts: int = 8) -> list[str]:
-        """One answer per record: n samples each, scored, the best feasible one kept."""
+        """One answer per record: n samples each, scored, the best feasible one kept. The ranking's
+        statistics come from this call's samples: per prompt under `group` normalisation (the
+        default for several objectives), so an answer depends on its own prompt's samples only;
+        under `running` normalisation or a Chebyshev ideal point, on the prompts answered with it."""
         from moalign.rl.evaluation import batch_for
         from moalign.rl.reward import MultiObjectiveReward
         from moalign.rl.sampling import generate

@@ -109,7 +109,7 @@ class RewardConfig:
     objectives: dict = field(default_factory=lambda: {"verbosity": {}})  # {column: {param: value, type: name}}
     weights: list[float] | None = None  # one per objective; default equal
     scalarizer: str = "weighted_sum"  # weighted_sum | chebyshev | augmented_chebyshev | pbi
-    # auto (default): group when more than one objective is weighted and prompts have groups of
+    # auto (default): group when the reward has more than one objective and prompts have groups of
     # completions (GDPO), else running | running (z-score) | fixed (ranges) | group (z-score within
     # each prompt's completions, as TRL's normalize_then_sum) | none (raw units)
     normalization: str = "auto"
@@ -165,8 +165,9 @@ class RewardConfig:
         return parsed if total_steps is None else parsed.resolve(list(self.objectives), self.weights, total_steps)
 
     def resolve_normalization(self, group_size: int | None = None) -> str:
-        """`auto` made concrete: `group` (GDPO; TRL's `normalize_then_sum`) when more than one
-        objective is weighted and samples come in groups of one prompt's completions, since one
+        """`auto` made concrete: `group` (GDPO; TRL's `normalize_then_sum`) when the reward has more
+        than one objective (whatever their weights, so a search's points share one normalisation)
+        and samples come in groups of one prompt's completions, since one
         objective's spread then cannot drown the others'; else `running`. Set in place, so the
         logged config says which was used."""
         if self.normalization == "auto":

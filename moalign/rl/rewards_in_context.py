@@ -12,7 +12,8 @@ tokenizer whose chat template writes it (`targets_tokenizer`), as conditioned po
 
 A weight vector w asks for targets by RiC's preference-to-reward mapping (the `l2` rule of its
 evaluation): target_i = low_i + (high_i - low_i) * w_i / ||w||_2. All weight on one objective asks
-for its best stated score and the others' worst; equal weights for 71% of each range. low and high
+for its best stated score and the others' worst; equal weights for 1/sqrt(m) of each range (71% for
+two objectives). low and high
 are the 1st and 99th percentiles of the stated scores rather than RiC's minimum and maximum, so
 that one outlying sample does not set what every prompt asks for. The scale travels with the
 adapter (`rewards_in_context.json`), so whoever loads the policy states targets as training did.

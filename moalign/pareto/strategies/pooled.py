@@ -18,7 +18,9 @@ def _integer(value, key: str, low: int = 1) -> None:
 @dataclass
 class PoolOptions:
     n: int = 8  # samples per prompt
-    temperature: float = 1.0  # sampling temperature of the pool (evaluation stays as `train.sampling` says)
+    # the pool's sampling temperature; a trained policy is still evaluated as `train.sampling` says, while
+    # best-of-n's answers are the pool's samples themselves
+    temperature: float = 1.0
     top_p: float = 1.0
 
     def __post_init__(self):
