@@ -75,6 +75,15 @@ def end_run(tracker, run_id, status: str) -> None:
         pass
 
 
+def interrupted(tracker, run_id, parent_run_id, where: str) -> None:
+    """Ctrl-C or SIGTERM: the run marked KILLED and one line saying where it stopped and how to go on."""
+    import sys
+
+    end_run(tracker, run_id, "KILLED")
+    how = "re-run the same search or pipeline" if parent_run_id else f"moalign train --resume {run_id}"
+    print(f"\ninterrupted {where}; run marked KILLED. Continue with: {how}", file=sys.stderr)
+
+
 def start_run(tracker, config, resume_run_id: str | None, tags: dict | None, parent_run_id: str | None):
     """(run id, run folder): run `resume_run_id` marked running again, or a new run."""
     if resume_run_id:

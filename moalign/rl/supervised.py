@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from moalign.rl.kl import exact_kl
 from moalign.rl.policy import Policy
 from moalign.rl.reward import MultiObjectiveReward
 from moalign.rl.rewards_in_context import ScoreScale, target_prompt, targets_tokenizer
-from moalign.rl.runs import TrainResult, end_run, finish_run, load_data, record_start, start_run
+from moalign.rl.runs import TrainResult, end_run, finish_run, interrupted, load_data, record_start, start_run
 from moalign.tracking import make_tracker
 
 
@@ -239,9 +238,7 @@ def train_supervised(config, resume_run_id: str | None = None, parent_run_id: st
             where = f"after step {done}"
             if done > last_checkpoint:
                 checkpoint(done)
-        end_run(tracker, run_id, "KILLED")
-        how = "re-run the same search or pipeline" if parent_run_id else f"moalign train --resume {run_id}"
-        print(f"\ninterrupted {where}; run marked KILLED. Continue with: {how}", file=sys.stderr)
+        interrupted(tracker, run_id, parent_run_id, where)
         raise
     except BaseException:
         end_run(tracker, run_id, "FAILED")

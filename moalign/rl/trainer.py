@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +33,7 @@ from moalign.rl.config import TrainConfig
 from moalign.rl.evaluation import batch_for, evaluate_policy
 from moalign.rl.policy import Policy
 from moalign.rl.reward import MultiObjectiveReward
-from moalign.rl.runs import TrainResult, cost_of, end_run, finish_run, load_data, record_start, start_run  # noqa: F401 (cost_of: re-exported)
+from moalign.rl.runs import TrainResult, cost_of, end_run, finish_run, interrupted, load_data, record_start, start_run  # noqa: F401 (cost_of: re-exported)
 from moalign.rl.sampling import completion_logprobs, generate, grouped_completion_logprobs
 from moalign.rl.sharding import check_resumable, full, full_model_state, full_optimizer_state, load_optimizer_state, root_gathered, shard_policy
 from moalign.tracking import make_tracker
@@ -363,9 +362,7 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
             where = f"after step {done}"
             if done > last_checkpoint:
                 checkpoint(done)
-        end_run(tracker, run_id, "KILLED")
-        how = ("re-run the same search or pipeline" if parent_run_id else f"moalign train --resume {run_id}")
-        print(f"\ninterrupted {where}; run marked KILLED. Continue with: {how}", file=sys.stderr)
+        interrupted(tracker, run_id, parent_run_id, where)
         raise
     except BaseException:
         end_run(tracker, run_id, "FAILED")

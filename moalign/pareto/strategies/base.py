@@ -148,6 +148,14 @@ class Strategy:
         """The children to run next, none of them in `done`; [] when the search is complete."""
         raise NotImplementedError
 
+    def evaluations(self, role: str, row: dict, seed: int, done: dict) -> list[EvalUnit]:
+        """One evaluation child per weight vector of the search, built from one finished child
+        (`row`: the training run, or the pool, it rests on; named in `moalign.endpoints`), those
+        not done yet."""
+        units = [EvalUnit(role, tuple(float(x) for x in w), seed, (row["run_id"],) if row["run_id"] else (),
+                          (str(row["adapter_dir"]),), group=f"{role}:s{seed}") for w in self.W]
+        return [u for u in units if u.key not in done]
+
     def train_config(self, unit: TrainUnit):
         """The child's TrainConfig: the search's, with the unit's weights, seed, warm start, steps."""
         cfg = copy.deepcopy(self.config.train)

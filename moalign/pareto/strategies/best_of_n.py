@@ -15,7 +15,6 @@ Children: the pool (`pool:eval:s<seed>`, a helper) and one evaluation child per 
 """
 from __future__ import annotations
 
-from moalign.pareto.strategies.base import EvalUnit
 from moalign.pareto.strategies.pooled import Pooled
 
 ROLE = "best_of_n"
@@ -33,11 +32,7 @@ class BestOfN(Pooled):
                 units.append(pool)
                 continue
             row = done[pool.key]
-            for w in self.W:
-                unit = EvalUnit(ROLE, tuple(float(x) for x in w), seed, (row["run_id"],) if row["run_id"] else (),
-                                (str(row["adapter_dir"]),), group=f"{ROLE}:s{seed}")
-                if unit.key not in done:
-                    units.append(unit)
+            units += self.evaluations(ROLE, row, seed, done)
         return units
 
     @property

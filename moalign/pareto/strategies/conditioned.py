@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moalign.pareto.strategies.base import EvalUnit, Strategy, TrainUnit, check_training
+from moalign.pareto.strategies.base import Strategy, TrainUnit, check_training
 
 TRAIN_ROLE = "conditioned-train"  # a helper (children.HELPER_ROLES): no point of the front
 ROLE = "conditioned"
@@ -42,11 +42,7 @@ class Conditioned(Strategy):
                 units.append(training)
                 continue
             row = done[training.key]
-            for w in self.W:
-                unit = EvalUnit(ROLE, tuple(float(x) for x in w), seed, (row["run_id"],) if row["run_id"] else (),
-                                (str(row["adapter_dir"]),), group=f"{ROLE}:s{seed}")
-                if unit.key not in done:
-                    units.append(unit)
+            units += self.evaluations(ROLE, row, seed, done)
         return units
 
     def train_config(self, unit: TrainUnit):

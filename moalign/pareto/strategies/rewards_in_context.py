@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moalign.pareto.strategies.base import EvalUnit, TrainUnit, check_training
+from moalign.pareto.strategies.base import TrainUnit, check_training
 from moalign.pareto.strategies.pooled import PoolOptions, Pooled
 
 TRAIN_ROLE = "rewards_in_context-train"  # a helper (children.HELPER_ROLES)
@@ -43,11 +43,7 @@ class RewardsInContext(Pooled):
                 units.append(training)
                 continue
             row = done[training.key]
-            for w in self.W:
-                unit = EvalUnit(ROLE, tuple(float(x) for x in w), seed, (row["run_id"],) if row["run_id"] else (),
-                                (str(row["adapter_dir"]),), group=f"{ROLE}:s{seed}")
-                if unit.key not in done:
-                    units.append(unit)
+            units += self.evaluations(ROLE, row, seed, done)
         return units
 
     def train_config(self, unit):
