@@ -205,7 +205,8 @@ def load_prompt_records(path: str | os.PathLike) -> list[dict]:
     return records
 
 
-def train_eval_split(records: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+def train_eval_split(records: list[dict], eval_fraction: float, seed: int,
+                     key: str = "data.eval_fraction") -> tuple[list[dict], list[dict]]:
     """A seeded split of the distinct prompts: the same config always holds out the same prompts,
     and a prompt that appears several times (several references, several sources) lands on one
     side only, or the held-out score would measure prompts the policy trained on."""
@@ -215,8 +216,8 @@ def train_eval_split(records: list[dict], eval_fraction: float, seed: int) -> tu
     order = np.random.default_rng(seed).permutation(len(prompts))
     n_eval = max(1, int(round(len(prompts) * eval_fraction)))
     if n_eval >= len(prompts):
-        raise MoalignError(f"cannot hold out {n_eval} of {len(prompts)} distinct prompts for evaluation: add data or "
-                           f"lower data.eval_fraction")
+        raise MoalignError(f"cannot hold out {n_eval} of {len(prompts)} distinct prompts ({key}): add data or "
+                           f"lower {key}")
     held = {prompts[i] for i in order[:n_eval]}
     if len(prompts) == len(records):  # every prompt once: the order the split has always had
         return [records[i] for i in order[n_eval:]], [records[i] for i in order[:n_eval]]

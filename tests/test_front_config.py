@@ -52,3 +52,25 @@ def test_every_training_seed_is_evaluated_on_the_same_held_out_prompts(tiny_llam
     assert held_out[0] == held_out[1] == held_out[2]
     cfg.data.split_seed = 1
     assert [r["prompt"] for r in load_data(cfg)[1]] != held_out[0]
+
+
+def test_a_validation_split_is_taken_from_the_training_prompts_and_never_trained_on(tiny_llama, in_tmp):
+    from moalign.data import load_prompt_records
+    from moalign.rl.runs import load_data, load_validation
+
+    cfg = train_config(tiny_llama, in_tmp)
+    train, held_out = (set(r["prompt"] for r in part) for part in load_data(cfg))
+    assert load_validation(cfg) == []
+    cfg.data.validation_fraction = 0.25
+    trained, held_again = (set(r["prompt"] for r in part) for part in load_data(cfg))
+    validation = {r["prompt"] for r in load_validation(cfg)}
+    assert held_again == held_out  # the front's held-out prompts do not move
+    assert validation and trained | validation == train and not trained & validation and not validation & held_out
+    assert len(validation) == round(0.25 * len(train))
+    everything = {r["prompt"] for r in load_prompt_records(cfg.data.train)}
+    assert trained | validation | held_out == everything
+    cfg.data.validation_fraction = 0.99  # would leave nothing to train on: one line naming the key
+    with pytest.raises(moalign.MoalignError, match=r"cannot hold out \d+ of \d+ distinct prompts \(data.validation_fraction\)"):
+        load_data(cfg)
+    with pytest.raises(ConfigError, match=r"data.validation_fraction must be in \[0, 1\)"):
+        DataConfig(train="x.jsonl", validation_fraction=1.0)

@@ -91,6 +91,11 @@ def test_adaptive_search_stays_within_budget_warm_starts_and_resumes(tiny_llama,
     assert children[keys[2]].data.tags["moalign.init_adapter"] == first
     assert children[keys[2]].data.params["model.init_adapter"] == first  # in its config, so in its train_hash
     assert client.get_run(result.parent_run_id).data.params["options.budget_steps"] == "5"
+    # every child held out the validation split from training and was scored on it (what the search decides on)
+    for child in children.values():
+        assert child.data.params["data.validation_fraction"] == "0.2"
+        assert {"val/good", "val/bad", "eval/good", "eval/bad"} <= set(child.data.metrics)
+    assert {"val/good", "val/bad"} <= set(result.runs.columns)
     parent = client.get_run(result.parent_run_id).data.metrics
     assert parent["cost/train_steps"] == parent["cost/new_train_steps"] == 5
     assert parent["cost/generated_tokens"] == sum(c.data.metrics["cost/generated_tokens"] for c in children.values())

@@ -3,7 +3,7 @@ soups ask for given the finished children (no model needed)."""
 import numpy as np
 import pytest
 
-from moalign.errors import ConfigError
+from moalign.errors import ConfigError, MoalignError
 from moalign.pareto.config import SearchConfig
 from moalign.pareto.strategies import STRATEGIES, get_strategy
 from moalign.pareto.strategies.base import EvalUnit, TrainUnit
@@ -31,7 +31,7 @@ def test_registry_names_and_unknown_strategy_is_one_line():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"budget": 3}, "unknown key 'options.budget'; known keys: budget_steps, min_weight_gap, warm_steps"),
+    ({"budget": 3}, "unknown key 'options.budget'; known keys: budget_steps, min_weight_gap, validation_fraction, warm_steps"),
     ({}, "options.budget_steps: the adaptive strategy needs an integer budget"),
     ({"budget_steps": "lots"}, "options.budget_steps: expected an integer, got 'lots'"),
     ({"budget_steps": 30}, "options.budget_steps: 30 cannot train the 2 extremes (2 x 1 seed(s) x 20 steps = 40)"),
@@ -79,17 +79,37 @@ def test_adaptive_plans_from_finished_children_alone_each_seed_from_its_own_near
     first = adaptive.next_units({})
     assert [u.key for u in first] == ["train:1.0000,0.0000:s0", "train:0.0000,1.0000:s0",
                                       "train:1.0000,0.0000:s1", "train:0.0000,1.0000:s1"]
-    scores = {(1.0, 0.0): {"good": 1.0, "bad": 0.0}, (0.0, 1.0): {"good": 0.0, "bad": 1.0}}
+    scores = {(1.0, 0.0): {"val/good": 1.0, "val/bad": 0.0}, (0.0, 1.0): {"val/good": 0.0, "val/bad": 1.0}}
     done = {u.key: {**row(u, f"r{i}"), **scores[u.weights], "w_good": u.weights[0], "w_bad": u.weights[1]}
             for i, u in enumerate(first)}
     plan = adaptive.next_units(done)
     assert plan == adaptive.next_units(dict(reversed(done.items())))  # the same, however the rows arrive
     assert [(u.key, u.steps, u.init_adapter) for u in plan] == [
         ("train:0.5000,0.5000:s0", 10, "/runs/r0/adapter"), ("train:0.5000,0.5000:s1", 10, "/runs/r2/adapter")]
+    assert all(adaptive.train_config(u).data.validation_fraction == 0.2 for u in first + plan)  # held out of training
     # 4 x 20 steps spent: two more children of 10 steps would pass a budget of 99
     tight = get_strategy("adaptive")(search("adaptive", seeds=[0, 1], options={"budget_steps": 99, "warm_steps": 10}),
                                      NAMES, ["maximize"] * 2, None)
     assert tight.next_units(done) == []
+
+
+def test_adaptive_decides_on_the_validation_split_not_on_the_held_out_prompts():
+    """The midpoint lands near the policy on the validation scores; the held-out scores, which put it at
+    the other end, are what the front reports and must not steer the search."""
+    adaptive = get_strategy("adaptive")(search("adaptive", options={"budget_steps": 100, "warm_steps": 10}),
+                                        NAMES, ["maximize"] * 2, None)
+    held_out = {(1.0, 0.0): (1.0, 0.0), (0.5, 0.5): (0.1, 0.9), (0.0, 1.0): (0.0, 1.0)}
+    validation = {(1.0, 0.0): (1.0, 0.0), (0.5, 0.5): (0.9, 0.1), (0.0, 1.0): (0.0, 1.0)}
+    done = {}
+    for i, w in enumerate(held_out):
+        unit = TrainUnit(w, 0)
+        done[unit.key] = {**row(unit, f"r{i}"), "w_good": w[0], "w_bad": w[1], "good": held_out[w][0],
+                          "bad": held_out[w][1], "val/good": validation[w][0], "val/bad": validation[w][1]}
+    # the widest validation gap lies between (0.5, 0.5) and (0, 1); on the held-out scores it would be the other one
+    assert [u.weights for u in adaptive.next_units(done)] == [(0.25, 0.75)]
+    del done["train:0.5000,0.5000:s0"]["val/good"]  # a child trained before the split: refused, not decided on eval
+    with pytest.raises(MoalignError, match="train:0.5000,0.5000:s0 .* has no validation scores"):
+        adaptive.next_units(done)
 
 
 def test_a_run_reused_in_this_process_is_recorded_on_the_parent_once():

@@ -81,7 +81,7 @@ def child_key(role: str, weights=None, seed: int | None = None, tag: str = "") -
 # they are at the value that means "as before", so those runs and searches are still found.
 AS_BEFORE = {("model", "init_adapter"): None, ("model", "attn_implementation"): None,
              ("sampling", "static_cache"): False, ("model", "disable_dropout"): False,
-             ("reward", "weight_schedule"): None}
+             ("reward", "weight_schedule"): None, ("data", "validation_fraction"): 0.0}
 
 
 def as_before(train: dict) -> dict:
@@ -192,6 +192,7 @@ class Children:
     def _row_from_run(self, run, key, role, seed, weights) -> dict:
         metrics = run.data.metrics
         scores = {k[len("eval/"):]: v for k, v in metrics.items() if k.startswith("eval/")}
+        scores.update({k: v for k, v in metrics.items() if k.startswith("val/")})  # the validation split's, as named
         adapter = self._verified_folder(run, role)
         # runs from before cost/ metrics: their steps and wall time, tokens unknown
         cost = {"cost/train_steps": metrics.get("train_steps", 0), "cost/generated_tokens": np.nan,
@@ -370,8 +371,8 @@ class Children:
         if weights is not None:
             self.tracker.log_params(result.run_id, weight_params(self.names, weights))  # beside the config's
         self.tracker.log_metrics(result.run_id, [(result.steps, {"train_steps": result.steps})])
-        row = _row(key, unit.role, seed, result.run_id, weights, self.names, result.eval_scores, result.cost,
-                   result.adapter_dir)
+        row = _row(key, unit.role, seed, result.run_id, weights, self.names,
+                   {**result.eval_scores, **(result.validation_scores or {})}, result.cost, result.adapter_dir)
         row["reused"] = False
         return row, result.eval_samples
 

@@ -68,10 +68,18 @@ class DataConfig:
     # The held-out split's own seed, not the training seed: runs with other training seeds must be
     # evaluated on the same prompts, or their scores do not compare.
     split_seed: int = 0
+    # Training prompts held out as a validation split (0: none): not trained on, evaluated after
+    # training (`val/<objective>` metrics, up to max_eval_prompts of them). A search that chooses
+    # what to train from its results (adaptive) decides on these, never on the held-out prompts
+    # its front is reported on.
+    validation_fraction: float = 0.0
 
     def __post_init__(self):
         _check(bool(self.train), "data.train is required (a JSONL or CSV file of prompts)")
         _check(0.0 < self.eval_fraction < 1.0, f"data.eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        _finite(self.validation_fraction, "data.validation_fraction")
+        _check(0.0 <= self.validation_fraction < 1.0,
+               f"data.validation_fraction must be in [0, 1) (0: no validation split), got {self.validation_fraction}")
         _check(self.max_eval_prompts >= 1, f"data.max_eval_prompts must be >= 1, got {self.max_eval_prompts}")
 
 

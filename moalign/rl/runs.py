@@ -35,16 +35,34 @@ class TrainResult:
     eval_samples: pd.DataFrame
     wall_time: float
     cost: dict | None = None  # the run's cost/... metrics (see `cost_of`)
+    validation_scores: dict | None = None  # {"val/<objective>": mean} on the validation split, if any
 
 
 def load_data(config):
-    """(training records, held-out records): `data.eval`, or a seeded split of `data.train`."""
-    records = load_prompt_records(config.data.train)
-    if config.data.eval:
-        train_records, eval_records = records, load_prompt_records(config.data.eval)
+    """(training records, held-out records): `data.eval`, or a seeded split of `data.train`; the
+    training records without the validation split (`load_validation`)."""
+    return _splits(config)[:2]
+
+
+def load_validation(config) -> list[dict]:
+    """The validation split (`data.validation_fraction` of the training prompts, seeded by
+    `data.split_seed`), up to `data.max_eval_prompts`; [] without one."""
+    return _splits(config)[2]
+
+
+def _splits(config) -> tuple[list[dict], list[dict], list[dict]]:
+    data = config.data
+    records = load_prompt_records(data.train)
+    if data.eval:
+        train_records, eval_records = records, load_prompt_records(data.eval)
     else:
-        train_records, eval_records = train_eval_split(records, config.data.eval_fraction, config.data.split_seed)
-    return train_records, eval_records[: config.data.max_eval_prompts]
+        train_records, eval_records = train_eval_split(records, data.eval_fraction, data.split_seed)
+    validation = []
+    if data.validation_fraction > 0:
+        # another seed than the held-out split's: the two draws are independent
+        train_records, validation = train_eval_split(train_records, data.validation_fraction, data.split_seed + 1,
+                                                     "data.validation_fraction")
+    return train_records, eval_records[: data.max_eval_prompts], validation[: data.max_eval_prompts]
 
 
 def cost_of(history: list[dict], eval_counts: dict, eval_time: float) -> dict:
@@ -114,14 +132,18 @@ def record_start(tracker, run_id, config, run_dir: Path, objectives: dict, fresh
 
 
 def finish_run(tracker, run_id, config, run_dir: Path, scores: pd.DataFrame, samples: pd.DataFrame,
-               history: list[dict], eval_counts: dict, eval_time: float, started: float) -> TrainResult:
-    """Log the held-out evaluation, the cost, the samples and the adapter; end the run FINISHED
-    and drop the checkpoint (only an unfinished run needs it; the adapter stays)."""
+               history: list[dict], eval_counts: dict, eval_time: float, started: float,
+               validation: pd.DataFrame | None = None) -> TrainResult:
+    """Log the held-out evaluation (and the validation split's mean scores, `val/<objective>`),
+    the cost, the samples and the adapter; end the run FINISHED and drop the checkpoint (only an
+    unfinished run needs it; the adapter stays)."""
     steps = len(history) and int(history[-1]["step"])
     eval_scores = {name: float(scores[name].mean()) for name in scores.columns}
+    val_scores = {f"val/{name}": float(validation[name].mean()) for name in validation.columns} \
+        if validation is not None else {}
     wall_time = time.perf_counter() - started
     cost = cost_of(history, eval_counts, eval_time)
-    tracker.log_metrics(run_id, [(steps, {**{f"eval/{k}": v for k, v in eval_scores.items()},
+    tracker.log_metrics(run_id, [(steps, {**{f"eval/{k}": v for k, v in eval_scores.items()}, **val_scores,
                                           "train_wall_time_s": wall_time, **cost})])
     tracker.log_table(run_id, samples, "eval_samples.json")
     adapter_dir = run_dir / "adapter"
@@ -137,4 +159,4 @@ def finish_run(tracker, run_id, config, run_dir: Path, scores: pd.DataFrame, sam
     tracker.end_run(run_id, "FINISHED")
     shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
     return TrainResult(run_id, run_dir, adapter_dir, steps, eval_scores, pd.DataFrame(history), samples,
-                       wall_time, cost)
+                       wall_time, cost, val_scores)

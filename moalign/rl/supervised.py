@@ -37,7 +37,8 @@ from moalign.rl.kl import exact_kl
 from moalign.rl.policy import Policy
 from moalign.rl.reward import MultiObjectiveReward
 from moalign.rl.rewards_in_context import ScoreScale, target_prompt, targets_tokenizer
-from moalign.rl.runs import TrainResult, end_run, finish_run, interrupted, load_data, record_start, start_run
+from moalign.rl.runs import (TrainResult, end_run, finish_run, interrupted, load_data, load_validation, record_start,
+                             start_run)
 from moalign.tracking import make_tracker
 
 
@@ -122,6 +123,7 @@ def train_supervised(config, resume_run_id: str | None = None, parent_run_id: st
     check_world_size(config)  # one process: refused under a launcher
     sup = config.supervised
     _, eval_records = load_data(config)
+    validation_records = load_validation(config)
     reward = MultiObjectiveReward(config.reward)
     extra = build_objectives(config.eval_objectives) if config.eval_objectives else {}
     eval_objectives = {**reward.all_objectives, **extra}
@@ -228,6 +230,9 @@ def train_supervised(config, resume_run_id: str | None = None, parent_run_id: st
         scores, samples = evaluate_policy(policy.model, eval_tokenizer, eval_records, eval_objectives, config.sampling,
                                           config.model.use_chat_template, seed=config.seed, counter=eval_counts,
                                           progress=config.progress)
+        validation = evaluate_policy(policy.model, eval_tokenizer, validation_records, eval_objectives, config.sampling,
+                                     config.model.use_chat_template, seed=config.seed, counter=eval_counts,
+                                     progress=config.progress)[0] if validation_records else None
         t_eval = time.perf_counter() - t_eval
     except KeyboardInterrupt:
         done = history[-1]["step"] if history else 0
@@ -245,4 +250,5 @@ def train_supervised(config, resume_run_id: str | None = None, parent_run_id: st
         raise
     finally:
         bar.close()
-    return finish_run(tracker, run_id, config, run_dir, scores, samples, history, eval_counts, t_eval, started)
+    return finish_run(tracker, run_id, config, run_dir, scores, samples, history, eval_counts, t_eval, started,
+                      validation)

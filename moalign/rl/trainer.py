@@ -33,7 +33,8 @@ from moalign.rl.config import TrainConfig
 from moalign.rl.evaluation import batch_for, evaluate_policy
 from moalign.rl.policy import Policy
 from moalign.rl.reward import MultiObjectiveReward
-from moalign.rl.runs import TrainResult, cost_of, end_run, finish_run, interrupted, load_data, record_start, start_run  # noqa: F401 (cost_of: re-exported)
+from moalign.rl.runs import (TrainResult, cost_of, end_run, finish_run, interrupted, load_data,  # noqa: F401 (cost_of: re-exported)
+                             load_validation, record_start, start_run)
 from moalign.rl.sampling import completion_logprobs, generate, grouped_completion_logprobs
 from moalign.rl.sharding import check_resumable, full, full_model_state, full_optimizer_state, load_optimizer_state, root_gathered, shard_policy
 from moalign.tracking import make_tracker
@@ -170,11 +171,12 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
     started = time.perf_counter()
     processes = Processes.launched(config)  # one process, or this one's place among the launcher's
     train_records, eval_records = load_data(config)
+    validation_records = load_validation(config)
     reward_fn = MultiObjectiveReward(config.reward)
     extra = build_objectives(config.eval_objectives) if config.eval_objectives else {}
     eval_objectives = {**reward_fn.all_objectives, **extra}
     check_objective_fields(reward_fn.all_objectives, train_records)
-    check_objective_fields(eval_objectives, eval_records)
+    check_objective_fields(eval_objectives, eval_records + validation_records)
     share_scoring(reward_fn, processes)  # after eval_objectives took the plain ones: only the main process evaluates
     algo = config.algorithm
     schedule = config.reward.schedule(config.optim.steps)  # weights per step, or None: reward.weights throughout
@@ -346,6 +348,11 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
                                               eval_objectives if processes.is_main else {}, config.sampling,
                                               config.model.use_chat_template, seed=config.seed, counter=eval_counts,
                                               synced=processes.sharded, progress=config.progress and processes.is_main)
+            validation = evaluate_policy(policy.model, tokenizer, validation_records,
+                                         eval_objectives if processes.is_main else {}, config.sampling,
+                                         config.model.use_chat_template, seed=config.seed, counter=eval_counts,
+                                         synced=processes.sharded, progress=config.progress and processes.is_main
+                                         )[0] if validation_records else None
         t_eval = time.perf_counter() - t_eval
         if not processes.is_main:
             return TrainResult(run_id, run_dir, adapter_dir, config.optim.steps, {}, pd.DataFrame(history),
@@ -370,4 +377,5 @@ def train(config: TrainConfig, resume_run_id: str | None = None, parent_run_id: 
     finally:
         bar.close()
 
-    return finish_run(tracker, run_id, config, run_dir, scores, samples, history, eval_counts, t_eval, started)
+    return finish_run(tracker, run_id, config, run_dir, scores, samples, history, eval_counts, t_eval, started,
+                      validation)

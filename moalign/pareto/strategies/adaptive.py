@@ -17,6 +17,11 @@ neighbours on the front) is replaced by the two segments either side of that mid
 so the search refines there rather than stopping with budget left; a front refined down to
 `min_weight_gap` everywhere still ends the search.
 
+The gaps are measured on a validation split (`validation_fraction` of the training prompts, held
+out of every child's training; `val/<objective>` metrics), never on the held-out prompts the
+front is reported on: a search that chose where to train from those would report on prompts it
+had already looked at.
+
 Warm starts (`model.init_adapter`, part of the child's train_hash): each seed continues from its
 own run at the nearest trained weights (L1; a tie goes to the larger first weight), for
 `warm_steps` steps. Everything is a function of the
@@ -28,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from moalign.errors import ConfigError
+from moalign.errors import ConfigError, MoalignError
 from moalign.pareto.children import weights_key
 from moalign.pareto.front import non_dominated
 from moalign.pareto.strategies.base import Strategy, TrainUnit, trained_rows
@@ -40,6 +46,8 @@ class AdaptiveOptions:
     budget_steps: int | None = None  # training steps of all trained children together (every seed)
     warm_steps: int | None = None  # steps of each warm-started child; None: train.optim.steps
     min_weight_gap: float = 0.0625  # neighbours closer than this in weight space are not split
+    # the share of the training prompts every child holds out and is scored on, to decide where to train
+    validation_fraction: float = 0.2
 
     def __post_init__(self):
         if isinstance(self.budget_steps, bool) or not isinstance(self.budget_steps, int) or self.budget_steps < 1:
@@ -50,6 +58,10 @@ class AdaptiveOptions:
             raise ConfigError(f"warm_steps: expected an integer >= 1 or null, got {self.warm_steps!r}")
         if not 0 < self.min_weight_gap < 1:
             raise ConfigError(f"min_weight_gap: expected a number in (0, 1), got {self.min_weight_gap!r}")
+        if isinstance(self.validation_fraction, bool) or not isinstance(self.validation_fraction, (int, float)) \
+                or not 0 < self.validation_fraction < 1:
+            raise ConfigError(f"validation_fraction: the adaptive strategy decides on a validation split of the "
+                              f"training prompts: expected a number in (0, 1), got {self.validation_fraction!r}")
 
     def check(self, config) -> None:
         m, seeds = len(config.train.reward.objectives), len(config.training_seeds)
@@ -126,7 +138,13 @@ class Adaptive(Strategy):
             return []
         keys = sorted({r["weights"] for r in rows}, reverse=True)  # weight order, whatever the rows' order
         W = np.array([[float(x) for x in k.split(",")] for k in keys])
-        scores = np.array([[np.mean([r[n] for r in rows if r["weights"] == k]) for n in self.names] for k in keys])
+        for r in rows:
+            if any(pd.isna(r.get(f"val/{n}", np.nan)) for n in self.names):
+                raise MoalignError(f"adaptive: child {r['key']} (run {r['run_id']}) has no validation scores (val/...): "
+                                   f"it was trained before the search decided on a validation split; "
+                                   f"give the search another name to start it afresh")
+        scores = np.array([[np.mean([r[f"val/{n}"] for r in rows if r["weights"] == k]) for n in self.names]
+                           for k in keys])
         w = pick_next_weight(W, scores, self.directions, self.options.min_weight_gap)
         if w is None:
             return []
@@ -140,6 +158,11 @@ class Adaptive(Strategy):
             units.append(TrainUnit(tuple(float(x) for x in w), seed,
                                    init_adapter=str(Path(nearest["adapter_dir"]).resolve()), steps=warm))
         return units
+
+    def train_config(self, unit):
+        cfg = super().train_config(unit)
+        cfg.data.validation_fraction = float(self.options.validation_fraction)
+        return cfg
 
 
 STRATEGY = Adaptive
