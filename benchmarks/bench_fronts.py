@@ -193,8 +193,13 @@ def figure(table: pd.DataFrame, common: dict, path: Path) -> None:
             yerr = [[row["hv"] - row["hv_low"]], [row["hv_high"] - row["hv"]]] if np.isfinite(row["hv_low"]) else None
             ax.errorbar([x], [row["hv"]], yerr=yerr, fmt="o" if "oracle" not in row["strategy"] else "*", capsize=3,
                         color=f"C{i}", label=row["search"] + (" (oracle)" if "oracle" in row["strategy"] else ""))
-        ax.set_xscale("log")
-        ax.set_xlabel(label + " (log)")
+        xs = table[label].astype(float)
+        if (xs > 0).all():
+            ax.set_xscale("log")
+            ax.set_xlabel(label + " (log)")
+        else:  # a method that spent none of this (best-of-n trains nothing): log scale but for a linear stretch at 0
+            ax.set_xscale("symlog", linthresh=float(xs[xs > 0].min()) if (xs > 0).any() else 1.0)
+            ax.set_xlabel(label + " (symmetric log: 0 is none spent)")
         ax.set_ylabel("hypervolume (feasible policies)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
