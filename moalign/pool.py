@@ -8,8 +8,10 @@ The pool is built in parts of `CHUNK` prompts, each sampled with a seed of its o
 part) and written whole (a temporary file renamed), so a pool killed at any moment (kill -9
 included) continues from its last whole part and ends with the samples an uninterrupted build
 draws. The finished table is `pool.parquet`: `prompt_index` (the prompt's place in its split),
-`sample`, `prompt`, `completion`, `completion_tokens`, `sequence_tokens` and one column per
-objective.
+`sample`, `prompt`, `completion`, `completion_tokens`, `sequence_tokens`, `stopped` and one column
+per objective; a pool that asked a Rewards-in-Context policy for targets (`PoolSpec.ask`, its online
+augmentation) also `asked`, the weight vector each prompt was asked for (its `prompt` stays the
+plain one: a fine-tune states the scores each sample got).
 """
 from __future__ import annotations
 
@@ -41,6 +43,19 @@ class PoolSpec:
     top_p: float = 1.0
     seed: int = 0
     adapter: str | None = None  # sample from this adapter folder (a trained run's); None: the base model
+    # Rewards-in-Context's online augmentation: weight vectors ("w1,w2;w1,w2;..."), prompt i asked for
+    # the targets the adapter's score scale gives vector i mod K; "" asks for nothing
+    ask: str = ""
+
+    def fields(self) -> dict:
+        """Its settings as pools log and hash them (`ask` only where set, as pools had it before)."""
+        data = asdict(self)
+        if not data["ask"]:
+            del data["ask"]
+        return data
+
+    def asked(self) -> list[tuple[float, ...]]:
+        return [tuple(float(x) for x in w.split(",")) for w in self.ask.split(";")] if self.ask else []
 
 
 def records_digest(records: list[dict]) -> str:
@@ -58,7 +73,7 @@ def pool_hash(train_cfg, spec: PoolSpec, objectives: dict, records: list[dict]) 
     model = train_cfg.model
     adapter = folder_sha256(spec.adapter) if spec.adapter and Path(spec.adapter).is_dir() else spec.adapter
     data = {"model": [model.name, model.dtype, model.use_chat_template, model.attn_implementation],
-            "spec": {**asdict(spec), "adapter": adapter}, "max_new_tokens": train_cfg.sampling.max_new_tokens,
+            "spec": {**spec.fields(), "adapter": adapter}, "max_new_tokens": train_cfg.sampling.max_new_tokens,
             "objectives": {n: [type(o).__name__, o.get_params()] for n, o in sorted(objectives.items())},
             "records": records_digest(records)}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -72,7 +87,7 @@ def matches(run, path: str | Path, spec: PoolSpec, records: list[dict], objectiv
     from moalign.tracking import flatten
 
     logged = run.data.params
-    if any(logged.get(f"pool.{k}") != v for k, v in flatten(asdict(spec)).items() if k != "adapter"):
+    if any(logged.get(f"pool.{k}") != v for k, v in flatten(spec.fields()).items() if k != "adapter"):
         return False
     if logged.get("pool.records") not in (None, records_digest(records)):
         return False
@@ -111,44 +126,77 @@ def build_pool(train_cfg, spec: PoolSpec, records: list[dict], objectives: dict,
                progress: bool = True) -> pd.DataFrame:
     """The pool's table, sampled and scored part by part into `work` (continuing from the parts
     already there), then read back whole; see the module docstring."""
-    import torch
     from tqdm.auto import tqdm
 
-    from moalign.rl.evaluation import batch_for
-    from moalign.rl.sampling import generate
     from moalign.rl.trainer import step_seed
-    from moalign.scoring import score
 
     work.mkdir(parents=True, exist_ok=True)
     n_parts = -(-len(records) // CHUNK)
     done = _parts(work)
     todo = [k for k in range(n_parts) if k not in done]
-    sampling = train_cfg.sampling
     if todo:
         model, tokenizer = _load_policy(train_cfg, spec.adapter)
+        asked = _asking(tokenizer, spec)
         with tqdm(total=len(records), initial=len(records) - sum(len(records[k * CHUNK:(k + 1) * CHUNK]) for k in todo),
                   desc=f"pool ({spec.split}, n={spec.n})", unit="prompt", disable=None if progress else True) as bar:
             for k in todo:
-                t0 = time.perf_counter()
                 rows = list(range(k * CHUNK, min((k + 1) * CHUNK, len(records))))
-                rollout = generate(model, tokenizer, [records[i]["prompt"] for i in rows], spec.n, sampling.max_new_tokens,
-                                   spec.temperature, 0, spec.top_p, train_cfg.model.use_chat_template,
-                                   seed=step_seed(spec.seed, k + 1))
-                index = [rows[i] for i in rollout.prompt_index]
-                scores = score(batch_for(records, index, rollout.texts, groups=index), objectives)
-                part = pd.DataFrame({"prompt_index": index, "sample": [i % spec.n for i in range(len(index))],
-                                     "prompt": [records[i]["prompt"] for i in index], "completion": rollout.texts,
-                                     "completion_tokens": rollout.completion_mask.sum(1).tolist(),
-                                     # ended by its own EOS, not cut at max_new_tokens
-                                     "stopped": (rollout.input_ids[:, -rollout.n_completion:][
-                                         torch.arange(len(index)), (rollout.completion_mask.sum(1) - 1).clamp(min=0)]
-                                         == tokenizer.eos_token_id).tolist(),
-                                     "sequence_tokens": rollout.attention_mask.sum(1).tolist(),
-                                     "seconds": (time.perf_counter() - t0) / len(index)})
-                _write(pd.concat([part, scores.reset_index(drop=True)], axis=1), work / f"part-{k:06d}.parquet")
+                if not asked:
+                    part = _sample(model, tokenizer, train_cfg, spec, records, rows, step_seed(spec.seed, k + 1), objectives)
+                else:  # each prompt asked for its vector's targets, one batch per vector
+                    part = pd.concat([_sample(model, asking, train_cfg, spec, records, [i for i in rows if i % len(asked) == j],
+                                              step_seed(step_seed(spec.seed, k + 1), j), objectives).assign(asked=key)
+                                      for j, (key, asking) in enumerate(asked) if any(i % len(asked) == j for i in rows)])
+                    part = part.sort_values(["prompt_index", "sample"], kind="stable").reset_index(drop=True)
+                _write(part, work / f"part-{k:06d}.parquet")
                 bar.update(len(rows))
         done = _parts(work)
     return pd.concat([pd.read_parquet(done[k]) for k in range(n_parts)], ignore_index=True)
+
+
+def _asking(tokenizer, spec: PoolSpec) -> list[tuple[str, object]]:
+    """[(weights key, a tokenizer stating that vector's targets)] for `spec.ask`, through the score
+    scale the adapter was trained with; [] when the pool asks for nothing."""
+    if not spec.ask:
+        return []
+    from moalign.rl.rewards_in_context import ScoreScale, targets_tokenizer
+
+    if not spec.adapter or not (Path(spec.adapter) / "rewards_in_context.json").is_file():
+        raise MoalignError(f"pool.ask: {spec.adapter} is no Rewards-in-Context adapter (it has no score scale to "
+                           f"state targets with)")
+    scale = ScoreScale.load(Path(spec.adapter))
+    out = []
+    for w in spec.asked():
+        if len(w) != len(scale.names):
+            raise MoalignError(f"pool.ask: {w} has {len(w)} weights; the adapter states {len(scale.names)} "
+                               f"objectives ({', '.join(scale.names)})")
+        out.append((",".join(f"{x:.4f}" for x in w), targets_tokenizer(tokenizer, scale.names, scale.targets(w))))
+    return out
+
+
+def _sample(model, tokenizer, train_cfg, spec: PoolSpec, records, rows: list[int], seed: int, objectives) -> pd.DataFrame:
+    """`spec.n` scored samples of each of `records[rows]`, one table row a sample."""
+    import torch
+
+    from moalign.rl.evaluation import batch_for
+    from moalign.rl.sampling import generate
+    from moalign.scoring import score
+
+    t0 = time.perf_counter()
+    rollout = generate(model, tokenizer, [records[i]["prompt"] for i in rows], spec.n, train_cfg.sampling.max_new_tokens,
+                       spec.temperature, 0, spec.top_p, train_cfg.model.use_chat_template, seed=seed)
+    index = [rows[i] for i in rollout.prompt_index]
+    scores = score(batch_for(records, index, rollout.texts, groups=index), objectives)
+    part = pd.DataFrame({"prompt_index": index, "sample": [i % spec.n for i in range(len(index))],
+                         "prompt": [records[i]["prompt"] for i in index], "completion": rollout.texts,
+                         "completion_tokens": rollout.completion_mask.sum(1).tolist(),
+                         # ended by its own EOS, not cut at max_new_tokens
+                         "stopped": (rollout.input_ids[:, -rollout.n_completion:][
+                             torch.arange(len(index)), (rollout.completion_mask.sum(1) - 1).clamp(min=0)]
+                             == tokenizer.eos_token_id).tolist(),
+                         "sequence_tokens": rollout.attention_mask.sum(1).tolist(),
+                         "seconds": (time.perf_counter() - t0) / len(index)})
+    return pd.concat([part, scores.reset_index(drop=True)], axis=1)
 
 
 def pool_cost(frame: pd.DataFrame) -> dict:

@@ -129,6 +129,24 @@ CASES = {
     "rewards_in_context temperature=0": (lambda ws: ws.pipeline("--set", _search("{strategy: rewards_in_context, "
                                                                                   "options: {temperature: 0}}")),
                                          "options.temperature must be a number > 0"),
+    "rewards_in_context online=-1": (lambda ws: ws.pipeline("--set", _search("{strategy: rewards_in_context, "
+                                                                              "options: {online: -1}}")),
+                                     "options.online must be an integer >= 0"),
+    "rewards_in_context online_quantile=1": (lambda ws: ws.pipeline("--set", _search("{strategy: rewards_in_context, "
+                                                                                      "options: {online_quantile: 1}}")),
+                                             "options.online_quantile must be a number in [0, 1)"),
+    "adaptive validation_fraction=1": (lambda ws: ws.pipeline("--set", _search("{strategy: adaptive, options: "
+                                                                                "{budget_steps: 1000, validation_fraction: 1}}")),
+                                       "options.validation_fraction: the adaptive strategy decides on a validation split"),
+    "data.validation_fraction=1": (lambda ws: ws.train("--set", "data.validation_fraction=1"),
+                                   "data.validation_fraction must be in [0, 1)"),
+    "supervised.online_pools with top_k": (lambda ws: ws.train("--set", "supervised.online_pools=[a.parquet]"),
+                                           "supervised.online_pools: only select rewards_in_context"),
+    "supervised online pool missing": (lambda ws: ws.train("--set", "supervised.enabled=true", "--set",
+                                                           f"supervised.pool={_pool_without_scores(ws)}", "--set",
+                                                           "supervised.select=rewards_in_context", "--set",
+                                                           f"supervised.online_pools=[{ws.root / 'gone.parquet'}]"),
+                                       "supervised.online_pools: "),
     "best_of_n all weights zero": (lambda ws: ws.pipeline("--set", _search("{strategy: best_of_n, weights: [[0]]}")),
                                    "searches[0].weights: at least one weight must be positive"),
     "RL sampling.top_p=0.9": (lambda ws: ws.train("--set", "sampling.top_p=0.9"),

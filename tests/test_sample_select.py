@@ -42,6 +42,8 @@ def searches(tiny_llama, tmp_path_factory, one_torch_thread):
                                          name="ric", n_bootstrap=100, options=OPTIONS))
     out["bon"] = run_search(SearchConfig(train=cfg, strategy="best_of_n", weights=W, name="bon", n_bootstrap=100,
                                          options=OPTIONS))
+    out["ric-online"] = run_search(SearchConfig(train=cfg, strategy="rewards_in_context", weights=W, name="ric-online",
+                                                n_bootstrap=100, options={**OPTIONS, "online": 1, "online_quantile": 0.5}))
     return out
 
 
@@ -67,7 +69,7 @@ def test_rejection_iterates_sample_select_fine_tune_and_only_its_last_iteration_
         assert last.data.metrics["cost/trained_tokens"] > 0 and last.data.metrics["cost/train_steps"] >= 1
     # the parent's cost counts what its front rests on: every pool's samples and every fine-tune
     parent = client.get_run(result.parent_run_id).data.metrics
-    pools = [r for k, r in runs.items() if k.startswith("pool:train")]
+    pools = [r for k, r in runs.items() if k.startswith("pool:train") and "online" not in k]  # not RiC's online pool
     assert parent["cost/generated_tokens"] >= sum(p.data.metrics["cost/generated_tokens"] for p in pools) > 0
 
 
@@ -181,3 +183,78 @@ def test_best_of_n_with_a_reference_based_objective_is_an_oracle_and_no_policy(s
     text = (tmp_path / "report" / "report.md").read_text()
     assert "oracle: an oracle ceiling" in text and "best_of_n (oracle ceiling)" in text
     assert not any(" vs " in line and "oracle" in line for line in text.splitlines())
+
+
+def test_rewards_in_context_online_round_samples_at_the_fronts_targets_and_continues_on_the_same_scale(searches):
+    """RiC's online stage: a pool sampled from the first run's policy asked for each weight vector's
+    targets in turn, then that policy fine-tuned on both pools, stated on the first run's scale."""
+    import numpy as np
+
+    client, runs = runs_by_key(searches["uri"])
+    parent = client.get_run(searches["ric-online"].parent_run_id)
+    reused = json.loads(parent.data.tags["moalign.reused"])
+    first = runs["rewards_in_context-train:s0"]
+    assert reused["rewards_in_context-train:s0"] == first.info.run_id  # the offline run is the plain search's
+    first_adapter = first.data.tags["moalign.checkpoint_dir"].replace("/checkpoint", "/adapter")
+    pool = runs["pool:train:online1:s0"]
+    assert pool.data.params["pool.ask"] == "1.0000,0.0000;0.0000,1.0000"
+    assert pool.data.params["pool.adapter"] == first_adapter
+    table = read_pool(pool.data.tags["moalign.pool_path"])
+    assert (table["asked"] == np.where(table["prompt_index"] % 2 == 0, "1.0000,0.0000", "0.0000,1.0000")).all()
+    assert not table["prompt"].str.startswith("[targets").any()  # plain prompts: training states what each got
+    online = runs["rewards_in_context-train:online1:s0"]
+    assert online.data.tags["moalign.init_adapter"] == first_adapter
+    assert json.loads(online.data.params["supervised.online_pools"]) == [pool.data.tags["moalign.pool_path"]]
+    assert 0 < online.data.metrics["examples/online"] <= len(table)
+    online_adapter = online.data.tags["moalign.checkpoint_dir"].replace("/checkpoint", "/adapter")
+    assert ScoreScale.load(online_adapter) == ScoreScale.load(first_adapter)
+    # the front is the online round's policy
+    result = searches["ric-online"]
+    assert result.policies["role"].tolist() == ["base", "rewards_in_context", "rewards_in_context"]
+    for run_id in result.runs.loc[result.runs["role"] == "rewards_in_context", "run_id"]:
+        assert json.loads(client.get_run(run_id).data.tags["moalign.endpoints"]) == [online.info.run_id]
+
+
+def test_an_online_pool_states_each_prompt_its_vectors_targets(searches, monkeypatch):
+    import moalign.pool as pool_module
+    from moalign.rl.trainer import load_data
+
+    _, runs = runs_by_key(searches["uri"])
+    adapter = runs["rewards_in_context-train:s0"].data.tags["moalign.checkpoint_dir"].replace("/checkpoint", "/adapter")
+    scale, cfg = ScoreScale.load(adapter), searches["cfg"]
+    seen = {}
+    real = pool_module._sample
+
+    def spy(model, tokenizer, train_cfg, spec, records, rows, seed, objectives):
+        seen[tuple(rows)] = format_prompt(tokenizer, "the cat sat")
+        return real(model, tokenizer, train_cfg, spec, records, rows, seed, objectives)
+
+    monkeypatch.setattr(pool_module, "_sample", spy)
+    records = load_data(cfg)[0][:3]
+    spec = pool_module.PoolSpec("train", 1, 1.0, 1.0, 0, adapter, "1.0000,0.0000;0.2500,0.7500")
+    frame = pool_module.build_pool(cfg, spec, records, {"good": moalign.get_objective("word_share")},
+                                   searches["tmp"] / "asked-pool", progress=False)
+    base = load_tokenizer(cfg.model.name)
+    assert seen == {(0, 2): format_prompt(base, target_prompt("the cat sat", scale.names, scale.targets([1, 0]))),
+                    (1,): format_prompt(base, target_prompt("the cat sat", scale.names, scale.targets([0.25, 0.75])))}
+    assert frame["asked"].tolist() == ["1.0000,0.0000", "0.2500,0.7500", "1.0000,0.0000"]
+    bad = pool_module.PoolSpec("train", 1, 1.0, 1.0, 0, adapter, "1.0,0.0,0.0")
+    with pytest.raises(moalign.MoalignError, match=r"pool.ask: \(1.0, 0.0, 0.0\) has 3 weights; the adapter states 2"):
+        pool_module.build_pool(cfg, bad, records, {}, searches["tmp"] / "bad-pool", progress=False)
+
+
+def test_online_selection_keeps_of_each_source_the_samples_near_its_front():
+    import numpy as np
+    import pandas as pd
+
+    from moalign.rl.reward import MultiObjectiveReward
+    from moalign.rl.supervised import _near_front
+
+    reward = MultiObjectiveReward(RewardConfig(objectives={"good": {"type": "word_share"},
+                                                           "bad": {"type": "word_share", "word": "bad"}}))
+    frame = pd.DataFrame({"good": [0.0, 0.1, 0.2, 0.9, 0.1], "bad": [0.0, 0.1, 0.8, 0.2, 0.05]})
+    scale = ScoreScale.fit(frame.to_numpy(), ["good", "bad"], ["maximize", "maximize"])
+    kept = _near_front(frame, reward, scale, 0.7)
+    assert kept.index.tolist() == [2, 3]  # the only ones above the 70th percentile of one objective
+    assert _near_front(frame, reward, scale, 0.0).index.tolist() == list(range(5))
+    assert np.isfinite(kept.to_numpy()).all()

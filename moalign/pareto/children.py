@@ -81,7 +81,8 @@ def child_key(role: str, weights=None, seed: int | None = None, tag: str = "") -
 # they are at the value that means "as before", so those runs and searches are still found.
 AS_BEFORE = {("model", "init_adapter"): None, ("model", "attn_implementation"): None,
              ("sampling", "static_cache"): False, ("model", "disable_dropout"): False,
-             ("reward", "weight_schedule"): None, ("data", "validation_fraction"): 0.0}
+             ("reward", "weight_schedule"): None, ("data", "validation_fraction"): 0.0,
+             ("supervised", "online_pools"): [], ("supervised", "online_quantile"): 0.7}
 
 
 def as_before(train: dict) -> dict:
@@ -316,7 +317,7 @@ class Children:
                 return reused[0], None
             tags = {**self.tags(key, unit.role, unit.seed), "moalign.pool_hash": phash}
             run_id = self.tracker.start_run(key, tags, self.parent_id)
-            self.tracker.log_params(run_id, {**{f"pool.{k}": v for k, v in asdict(spec).items()},
+            self.tracker.log_params(run_id, {**{f"pool.{k}": v for k, v in spec.fields().items()},
                                              "pool.objectives": sorted(objectives), "pool.prompts": len(records),
                                              "pool.records": records_digest(records),
                                              "pool.max_new_tokens": self.train_cfg.sampling.max_new_tokens})
@@ -432,7 +433,7 @@ def run_pool(ctx: ChildContext, unit, children: Children | None = None) -> tuple
     from moalign.pool import PoolSpec
 
     children = children or Children.open(ctx)
-    spec = PoolSpec(unit.split, unit.n, unit.temperature, unit.top_p, unit.seed, unit.adapter)
+    spec = PoolSpec(unit.split, unit.n, unit.temperature, unit.top_p, unit.seed, unit.adapter, unit.ask)
     if unit.split == "eval":  # best-of-n chooses among these: every objective a policy is evaluated on
         objectives, records = children.objectives, children.eval_records
     else:  # fine-tuning chooses among these: the reward's objectives, weighted and constrained

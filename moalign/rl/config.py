@@ -291,6 +291,13 @@ class SupervisedConfig:
     # > 0: plus kl_coef x the exact per-token KL(policy || reference) on the training tokens, as Quark
     # anchors its reward-token fine-tuning; 0: plain maximum likelihood on the completions
     kl_coef: float = 0.0
+    # rewards_in_context, online augmentation (RiC's online stage): pools an earlier round of this
+    # policy sampled while asked for the front's targets (`PoolSpec.ask`). Their samples join the
+    # pool's, each stated with the scores it got; of each source only the samples with some
+    # objective at or above that source's `online_quantile` are kept (RiC's multi-objective
+    # rejection sampling, which keeps the training set near the front)
+    online_pools: list[str] = field(default_factory=list)
+    online_quantile: float = 0.7
 
     def __post_init__(self):
         _check(self.select in SELECTIONS, f"supervised.select must be one of {' | '.join(SELECTIONS)}, got {self.select!r}")
@@ -304,6 +311,12 @@ class SupervisedConfig:
         _check(self.kl_coef >= 0, f"supervised.kl_coef must be >= 0, got {self.kl_coef}")
         _check(not self.enabled or bool(self.pool), "supervised.pool is required with supervised.enabled "
                "(a pool table: a search's pool run writes pool.parquet)")
+        _check(isinstance(self.online_pools, list) and all(isinstance(p, str) and p for p in self.online_pools),
+               f"supervised.online_pools must be a list of pool table paths, got {self.online_pools!r}")
+        _check(not self.online_pools or self.select == "rewards_in_context",
+               "supervised.online_pools: only select rewards_in_context states the scores each sample got")
+        _finite(self.online_quantile, "supervised.online_quantile")
+        _check(0 <= self.online_quantile < 1, f"supervised.online_quantile must be in [0, 1), got {self.online_quantile}")
 
 
 @dataclass

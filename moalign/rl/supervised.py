@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -47,15 +48,26 @@ def supervised_examples(config, reward: MultiObjectiveReward):
     of a Rewards-in-Context run or None, counts to log)."""
     from moalign.pool import read_pool
 
+    from moalign.selection import ranked
+
     sup = config.supervised
     pool = read_pool(sup.pool)
+    online = []
+    for path in sup.online_pools:
+        try:
+            online.append(ranked(read_pool(path), config.reward))
+        except MoalignError as exc:  # read_pool names its key; ranked does not
+            said, own = str(exc), f"supervised.pool: {path} "
+            raise MoalignError(f"supervised.online_pools: {path} {said[len(own):]}" if said.startswith(own)
+                               else f"supervised.online_pools: {path}: {said}") from None
+    start = _start_scale(config, reward)
     try:
-        return _examples(config, reward, pool)
+        return _examples(config, reward, pool, online, start)
     except MoalignError as exc:
         raise MoalignError(f"supervised.pool: {sup.pool}: {exc}") from None
 
 
-def _examples(config, reward, pool):
+def _examples(config, reward, pool, online: list[pd.DataFrame], start: ScoreScale | None):
     from moalign.selection import ranked, top_k
 
     sup = config.supervised
@@ -65,11 +77,13 @@ def _examples(config, reward, pool):
         chosen = top_k(pool, config.reward, None, sup.top_k)
         prompts = chosen["prompt"].tolist()
     else:
-        scored = ranked(pool, config.reward)  # checks the pool has every objective
-        chosen = scored[scored["feasible"] & np.isfinite(scored["score"])]
+        chosen = [_feasible(frame) for frame in [ranked(pool, config.reward)] + online]  # ranked: has every objective
+        scale = start or _fit(reward, pd.concat(chosen))
+        if online:  # RiC's multi-objective rejection sampling, within each source
+            chosen = [_near_front(frame, reward, scale, sup.online_quantile) for frame in chosen]
+            counts["examples/online"] = int(sum(len(frame) for frame in chosen[1:]))
+        chosen = pd.concat(chosen, ignore_index=True)
         values = chosen[reward.names].to_numpy(dtype=float)
-        if len(chosen):
-            scale = ScoreScale.fit(values, reward.names, reward.directions)
         prompts = [target_prompt(p, reward.names, s) for p, s in zip(chosen["prompt"], scale.state(values) if scale else [])]
     if not len(chosen):
         raise MoalignError(f"none of its {len(pool)} samples is feasible under "
@@ -78,6 +92,39 @@ def _examples(config, reward, pool):
     # a pool from before `stopped` was recorded: every completion taken as ended
     stopped = chosen["stopped"].astype(bool).tolist() if "stopped" in chosen else [True] * len(chosen)
     return prompts, chosen["completion"].tolist(), stopped, scale, counts
+
+
+def _feasible(scored: pd.DataFrame) -> pd.DataFrame:
+    return scored[scored["feasible"] & np.isfinite(scored["score"])]
+
+
+def _start_scale(config, reward) -> ScoreScale | None:
+    """A Rewards-in-Context warm start's scale (`model.init_adapter`): its policy learnt what its
+    statements mean, so a run continuing it (an online round) states scores on the same scale."""
+    from moalign.rl.rewards_in_context import SCALE_FILE
+
+    start = config.model.init_adapter
+    if config.supervised.select != "rewards_in_context" or not start or not (Path(start) / SCALE_FILE).is_file():
+        return None
+    scale = ScoreScale.load(Path(start))
+    if scale.names != list(reward.names):
+        raise MoalignError(f"model.init_adapter: {start} states {', '.join(scale.names)}; this run weights "
+                           f"{', '.join(reward.names)}")
+    return scale
+
+
+def _fit(reward, chosen: pd.DataFrame) -> ScoreScale | None:
+    """A scale fitted to the samples; None without any (the caller says none is feasible)."""
+    return ScoreScale.fit(chosen[reward.names].to_numpy(dtype=float), reward.names, reward.directions) if len(chosen) else None
+
+
+def _near_front(chosen: pd.DataFrame, reward, scale: ScoreScale | None, quantile: float) -> pd.DataFrame:
+    """The samples with at least one stated score at or above its `quantile` among `chosen` (RiC's
+    `select_data_with_quantile`)."""
+    if not len(chosen) or scale is None:
+        return chosen
+    stated = scale.state(chosen[reward.names].to_numpy(dtype=float))
+    return chosen[(stated >= np.quantile(stated, quantile, axis=0)).any(axis=1)]
 
 
 def batch_rows(n_examples: int, batch_size: int, step: int, seed: int) -> list[int]:

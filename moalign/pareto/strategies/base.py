@@ -41,6 +41,7 @@ class TrainUnit:
     steps: int | None = None  # None: train.optim.steps
     pool: str | None = None  # fine-tune on this pool table (train.supervised) instead of RL
     tag: str = ""  # tells apart units of one role, weights and seed (a rejection iteration)
+    online_pools: tuple[str, ...] = ()  # Rewards-in-Context: pools its earlier rounds sampled (supervised.online_pools)
 
     @property
     def key(self) -> str:
@@ -59,6 +60,7 @@ class PoolUnit:
     top_p: float = 1.0
     adapter: str | None = None
     tag: str = ""  # tells apart pools of one split and seed sampled from other policies
+    ask: str = ""  # Rewards-in-Context's online augmentation: the weight vectors the prompts ask for (PoolSpec.ask)
 
     role = "pool"
     weights = None  # a pool serves every weight vector

@@ -37,6 +37,6 @@ class Pooled(Strategy):
     split = "train"
     Options = PoolOptions
 
-    def pool_unit(self, seed: int, adapter: str | None = None, tag: str = "") -> PoolUnit:
+    def pool_unit(self, seed: int, adapter: str | None = None, tag: str = "", ask: str = "") -> PoolUnit:
         o = self.options
-        return PoolUnit(self.split, seed, o.n, float(o.temperature), float(o.top_p), adapter, tag)
+        return PoolUnit(self.split, seed, o.n, float(o.temperature), float(o.top_p), adapter, tag, ask)
