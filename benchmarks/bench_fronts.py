@@ -27,6 +27,7 @@ clears 0 by chance, so the others are reported, not counted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def fronts_table(searches) -> tuple[pd.DataFrame, dict]:
                      "eval prompts": s.n_prompts, **spend,
                      "HV per M tokens": hv / ((spend["tokens generated"] + spend["tokens trained (fwd+bwd)"]) / 1e6)
                      if spend["tokens generated"] + spend["tokens trained (fwd+bwd)"] > 0 else np.nan,
-                     "trained policies": len(words)})
+                     "feasible non-base policies": len(words)})
     return pd.DataFrame(rows), common
 
 
@@ -221,6 +222,8 @@ def load(experiment: str, uris: list[str]):
 
 
 def main(argv=None) -> int:
+    # MLflow draws a bar per artifact download; the CLI turns them off the same way
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="the task's MLflow experiment (its pipeline's `experiment`)")
     parser.add_argument("--tracking-uri", nargs="+", default=[None], help="MLflow store(s); default $MLFLOW_TRACKING_URI")
