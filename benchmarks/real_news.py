@@ -2,7 +2,7 @@
 articles, and its reference-free scores there are set beside its held-out scores.
 
     pip install gensim            # only for its test data: the Lee corpus (see below)
-    python benchmarks/real_news.py --search quickstart/soups --tracking-uri sqlite:///mlflow.db
+    python benchmarks/real_news.py --search quickstart/rejection --tracking-uri sqlite:///mlflow.db
 
 The texts: the Lee corpus (Lee, Pincombe & Welsh, 2005), 50 news articles of the Australian
 Broadcasting Corporation, which gensim ships as test data (`gensim/test/test_data/lee.cor`); read
@@ -108,7 +108,7 @@ def score_policy(ref: str, records: list[dict], train_config, caps: list[int], t
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--search", default="quickstart/soups", help="EXPERIMENT/SEARCH of a finished search")
+    parser.add_argument("--search", default="quickstart/rejection", help="EXPERIMENT/SEARCH of a finished search")
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--articles", type=int, default=50)
     parser.add_argument("--corpus", default=None, help="a text file, one article a line (default: the Lee corpus)")
