@@ -11,7 +11,8 @@ Two tables, from MLflow alone (a rerun tabulates again without training):
    off, and what the front cost: tokens generated (pools, RL sampling, evaluation), tokens trained
    (forward and backward), all forward tokens, and wall time, summed over every run the front rests
    on (`cost/...` on its parent run). An oracle search (best-of-n choosing with the references'
-   help) is a ceiling: it is listed apart and compared with nothing. Plotted against each cost.
+   help) is a ceiling: it is listed apart and compared with nothing. Plotted against each cost of
+   one seed (the hypervolume is a mean over seeds, the costs sums), as is "HV per M tokens a seed".
 2. Quality against the base model, per policy: the paired difference of the quality objective
    (`--quality`) with its 95% interval over the same redrawn prompts and seeds, and the three
    checks a gain must survive: at matched length (the intercept of the per-prompt difference
@@ -153,13 +154,15 @@ def fronts_table(searches) -> tuple[pd.DataFrame, dict]:
         m = s.metrics
         spend = {label: m.get(key, np.nan) for key, label in COSTS.items()}
         words = s.policies.loc[s.feasible & (s.policies["role"] != "base")]
+        tokens = spend["tokens generated"] + spend["tokens trained (fwd+bwd)"]
         rows.append({"search": s.name, "strategy": s.strategy + (" (oracle ceiling)" if s.oracle else ""),
                      "HV [95% CI]": interval(hv, low, high), "hv": hv, "hv_low": low, "hv_high": high,
                      "policies": len(s.policies), "feasible": int(s.feasible.sum()),
                      "non-dominated": int(s.policies["non_dominated"].sum()), "seeds": len(s.seeds),
                      "eval prompts": s.n_prompts, **spend,
-                     "HV per M tokens": hv / ((spend["tokens generated"] + spend["tokens trained (fwd+bwd)"]) / 1e6)
-                     if spend["tokens generated"] + spend["tokens trained (fwd+bwd)"] > 0 else np.nan,
+                     # the hypervolume is a mean over seeds and the cost a sum over them: per seed, so
+                     # that searches run with different numbers of seeds compare
+                     "HV per M tokens a seed": hv / (tokens / len(s.seeds) / 1e6) if tokens > 0 else np.nan,
                      "feasible non-base policies": len(words)})
     return pd.DataFrame(rows), common
 
@@ -190,17 +193,17 @@ def figure(table: pd.DataFrame, common: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(COSTS), figsize=(5 * len(COSTS), 4))
     for ax, label in zip(axes, COSTS.values()):
         for i, row in table.iterrows():
-            x = row[label]
+            x = row[label] / row["seeds"]  # the hypervolume is a mean over seeds: the cost of one seed
             yerr = [[row["hv"] - row["hv_low"]], [row["hv_high"] - row["hv"]]] if np.isfinite(row["hv_low"]) else None
             ax.errorbar([x], [row["hv"]], yerr=yerr, fmt="o" if "oracle" not in row["strategy"] else "*", capsize=3,
                         color=f"C{i}", label=row["search"] + (" (oracle)" if "oracle" in row["strategy"] else ""))
-        xs = table[label].astype(float)
+        xs = table[label].astype(float) / table["seeds"]
         if (xs > 0).all():
             ax.set_xscale("log")
-            ax.set_xlabel(label + " (log)")
+            ax.set_xlabel(label + " a seed (log)")
         else:  # a method that spent none of this (best-of-n trains nothing): log scale but for a linear stretch at 0
             ax.set_xscale("symlog", linthresh=float(xs[xs > 0].min()) if (xs > 0).any() else 1.0)
-            ax.set_xlabel(label + " (symmetric log: 0 is none spent)")
+            ax.set_xlabel(label + " a seed (symmetric log: 0 is none spent)")
         ax.set_ylabel("hypervolume (feasible policies)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
