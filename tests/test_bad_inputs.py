@@ -114,29 +114,26 @@ def _pool_without_scores(ws) -> str:
     return str(path)
 
 
-def _search(spec: str) -> str:
-    return f"searches=[{spec}]"
+def _search(spec: str):
+    """The pipeline run with its searches replaced by one: `spec`, a YAML flow mapping."""
+    return lambda ws: ws.pipeline("--set", f"searches=[{spec}]")
 
 
 CASES = {
     # sample-score-select strategies and supervised fine-tuning (issue 15)
-    "best_of_n n=0": (lambda ws: ws.pipeline("--set", _search("{strategy: best_of_n, options: {n: 0}}")),
+    "best_of_n n=0": (_search("{strategy: best_of_n, options: {n: 0}}"),
                       "searches[0].options.n must be an integer >= 1"),
-    "rejection top_k > n": (lambda ws: ws.pipeline("--set", _search("{strategy: rejection, options: {n: 2, top_k: 3}}")),
+    "rejection top_k > n": (_search("{strategy: rejection, options: {n: 2, top_k: 3}}"),
                             "options.top_k (3) must be <= options.n (2)"),
-    "rejection iterations=0": (lambda ws: ws.pipeline("--set", _search("{strategy: rejection, options: {iterations: 0}}")),
+    "rejection iterations=0": (_search("{strategy: rejection, options: {iterations: 0}}"),
                                "options.iterations must be an integer >= 1"),
-    "rewards_in_context temperature=0": (lambda ws: ws.pipeline("--set", _search("{strategy: rewards_in_context, "
-                                                                                  "options: {temperature: 0}}")),
+    "rewards_in_context temperature=0": (_search("{strategy: rewards_in_context, options: {temperature: 0}}"),
                                          "options.temperature must be a number > 0"),
-    "rewards_in_context online=-1": (lambda ws: ws.pipeline("--set", _search("{strategy: rewards_in_context, "
-                                                                              "options: {online: -1}}")),
+    "rewards_in_context online=-1": (_search("{strategy: rewards_in_context, options: {online: -1}}"),
                                      "options.online must be an integer >= 0"),
-    "rewards_in_context online_quantile=1": (lambda ws: ws.pipeline("--set", _search("{strategy: rewards_in_context, "
-                                                                                      "options: {online_quantile: 1}}")),
+    "rewards_in_context online_quantile=1": (_search("{strategy: rewards_in_context, options: {online_quantile: 1}}"),
                                              "options.online_quantile must be a number in [0, 1)"),
-    "adaptive validation_fraction=1": (lambda ws: ws.pipeline("--set", _search("{strategy: adaptive, options: "
-                                                                                "{budget_steps: 1000, validation_fraction: 1}}")),
+    "adaptive validation_fraction=1": (_search("{strategy: adaptive, options: {budget_steps: 1000, validation_fraction: 1}}"),
                                        "options.validation_fraction: the adaptive strategy decides on a validation split"),
     "data.validation_fraction=1": (lambda ws: ws.train("--set", "data.validation_fraction=1"),
                                    "data.validation_fraction must be in [0, 1)"),
@@ -147,7 +144,7 @@ CASES = {
                                                            "supervised.select=rewards_in_context", "--set",
                                                            f"supervised.online_pools=[{ws.root / 'gone.parquet'}]"),
                                        "supervised.online_pools: "),
-    "best_of_n all weights zero": (lambda ws: ws.pipeline("--set", _search("{strategy: best_of_n, weights: [[0]]}")),
+    "best_of_n all weights zero": (_search("{strategy: best_of_n, weights: [[0]]}"),
                                    "searches[0].weights: at least one weight must be positive"),
     "RL sampling.top_p=0.9": (lambda ws: ws.train("--set", "sampling.top_p=0.9"),
                               "sampling.top_k and sampling.top_p must stay 0 and 1 for RL training"),

@@ -25,8 +25,8 @@ class IdentityNormalizer:
     def __call__(self, values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         return np.asarray(values, dtype=float)
 
-    def scale(self, values: np.ndarray | None = None, groups: np.ndarray | None = None) -> np.ndarray | float:
-        """One unit of each column in normalised units, broadcastable against `values` [N, m]."""
+    def scale(self) -> np.ndarray | float:
+        """One unit of each column in normalised units (a scalar or one per objective)."""
         return 1.0
 
     def state_dict(self) -> dict:
@@ -69,7 +69,7 @@ class RunningNormalizer(IdentityNormalizer):
     def __call__(self, values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         return (np.asarray(values, dtype=float) - self.mean) / (self.std + self.eps)
 
-    def scale(self, values: np.ndarray | None = None, groups: np.ndarray | None = None) -> np.ndarray:
+    def scale(self) -> np.ndarray:
         """The running std; 1 (raw units) while it is still zero, i.e. every value seen was equal,
         where dividing by eps would turn a gap of a few words into millions."""
         std = self.std
@@ -93,7 +93,7 @@ class FixedRangeNormalizer(IdentityNormalizer):
     def __call__(self, values: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         return (np.asarray(values, dtype=float) - self.low) / (self.high - self.low)
 
-    def scale(self, values: np.ndarray | None = None, groups: np.ndarray | None = None) -> np.ndarray:
+    def scale(self) -> np.ndarray:
         return self.high - self.low
 
 
@@ -123,7 +123,7 @@ class GroupNormalizer(IdentityNormalizer):
         std = by_group.transform("std").fillna(0.0)  # pandas: ddof=1, NaN for a group of one
         return ((frame - by_group.transform("mean")) / (std + self.eps)).to_numpy()
 
-    def scale(self, values: np.ndarray | None = None, groups: np.ndarray | None = None) -> np.ndarray:
+    def scale(self) -> np.ndarray:
         return self.running.scale()
 
     def state_dict(self) -> dict:
